@@ -1,0 +1,228 @@
+"""Settings: ``factory.toml`` plus ``FACTORY_*`` environment variables.
+
+Read once at an entry point (``load_settings``) and passed down. Environment
+variables win over the file; nested keys use ``__`` (``FACTORY_BUDGET__COST_USD=2``,
+``FACTORY_TEMPORAL__ADDRESS=host:7233``). Relative paths in the file are taken
+relative to the file's directory.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import tomllib
+from pathlib import Path
+from typing import Any, ClassVar
+
+from pydantic import BaseModel, Field, ValidationError
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+from factory.errors import ConfigError
+from factory.models import BudgetCaps, TicketLimits, TicketType
+
+__all__ = [
+    "BudgetOverrides",
+    "BudgetConfig",
+    "RepoConfig",
+    "ModelsConfig",
+    "PriceConfig",
+    "TemporalConfig",
+    "Settings",
+    "load_settings",
+    "DEFAULT_CONFIG_NAME",
+    "SANDBOX_IMAGE",
+]
+
+DEFAULT_CONFIG_NAME = "factory.toml"
+SANDBOX_IMAGE = "factory-sandbox:latest"
+
+
+class BudgetOverrides(BaseModel):
+    """Any subset of the caps; what is left out is inherited."""
+
+    model_config = {"extra": "forbid"}
+
+    tokens: int | None = Field(default=None, ge=1)
+    cost_usd: float | None = Field(default=None, gt=0)
+    steps: int | None = Field(default=None, ge=1)
+
+    def apply_to(self, caps: BudgetCaps) -> BudgetCaps:
+        return caps.model_copy(update=self.model_dump(exclude_none=True))
+
+
+class BudgetConfig(BaseModel):
+    model_config = {"extra": "forbid"}
+
+    tokens: int | None = Field(default=200_000, ge=1)
+    cost_usd: float | None = Field(default=5.0, gt=0)
+    steps: int | None = Field(default=40, ge=1)
+    by_type: dict[TicketType, BudgetOverrides] = Field(default_factory=dict)
+
+
+class RepoConfig(BaseModel):
+    model_config = {"extra": "forbid"}
+
+    clone_url: str | None = Field(default=None, description="Defaults to the repo of that name on the local forge.")
+    default_branch: str = "main"
+    install_command: str | None = None
+    test_command: str = "python3 -m pytest -q"
+    image: str = SANDBOX_IMAGE
+    protected_branches: list[str] | None = Field(default=None, description="Defaults to the global list.")
+    style_guide: str | None = None
+    budget: BudgetOverrides = Field(default_factory=BudgetOverrides)
+    budget_by_type: dict[TicketType, BudgetOverrides] = Field(default_factory=dict)
+
+
+class ModelsConfig(BaseModel):
+    model_config = {"extra": "forbid"}
+
+    coder: str = Field(default="scripted", description="litellm model name, or 'scripted' for the offline model.")
+    reviewer: str = "scripted"
+    playbooks_dir: Path = Path("examples/playbooks")
+    max_output_tokens: int = Field(default=4096, ge=1)
+    timeout_s: float = Field(default=300, gt=0)
+    api_base: str | None = None
+
+
+class PriceConfig(BaseModel):
+    model_config = {"extra": "forbid"}
+
+    input_per_mtok: float = Field(ge=0, description="USD per million prompt tokens.")
+    output_per_mtok: float = Field(ge=0, description="USD per million completion tokens.")
+
+
+class TemporalConfig(BaseModel):
+    model_config = {"extra": "forbid"}
+
+    address: str = "localhost:7233"
+    namespace: str = "default"
+    ui_url: str = "http://localhost:8233"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="FACTORY_", env_nested_delimiter="__", extra="forbid")
+
+    # Set by load_settings before construction; pydantic-settings reads sources per class.
+    _toml_data: ClassVar[dict[str, Any]] = {}
+
+    home: Path = Field(default=Path(".factory"), description="State: server database, forge, workspaces, logs.")
+    host_name: str = Field(default_factory=socket.gethostname)
+    temporal: TemporalConfig = Field(default_factory=TemporalConfig)
+    repos: dict[str, RepoConfig] = Field(default_factory=dict)
+    models: ModelsConfig = Field(default_factory=ModelsConfig)
+    prices: dict[str, PriceConfig] = Field(default_factory=dict)
+    budget: BudgetConfig = Field(default_factory=BudgetConfig)
+    limits: TicketLimits = Field(default_factory=TicketLimits)
+    protected_branches: list[str] = Field(default_factory=lambda: ["main", "production"])
+    sandbox_user: str = "agent"
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return (init_settings, env_settings, _DictSource(settings_cls, cls._toml_data))
+
+    @property
+    def forge_root(self) -> Path:
+        return self.home / "forge"
+
+    @property
+    def workspaces_root(self) -> Path:
+        return self.home / "workspaces"
+
+    def repo_clone_url(self, name: str) -> str:
+        repo = self.repos[name]
+        return repo.clone_url or str(self.forge_root / f"{name}.git")
+
+    def caps_for(self, repo_name: str, ticket_type: TicketType) -> BudgetCaps:
+        """Global caps, then per type, then per repo, then per repo and type."""
+        caps = BudgetCaps(tokens=self.budget.tokens, cost_usd=self.budget.cost_usd, steps=self.budget.steps)
+        if ticket_type in self.budget.by_type:
+            caps = self.budget.by_type[ticket_type].apply_to(caps)
+        repo = self.repos.get(repo_name)
+        if repo is not None:
+            caps = repo.budget.apply_to(caps)
+            if ticket_type in repo.budget_by_type:
+                caps = repo.budget_by_type[ticket_type].apply_to(caps)
+        return caps
+
+
+class _DictSource(PydanticBaseSettingsSource):
+    def __init__(self, settings_cls: type[BaseSettings], data: dict[str, Any]) -> None:
+        super().__init__(settings_cls)
+        self._data = data
+
+    def get_field_value(self, field: Any, field_name: str) -> tuple[Any, str, bool]:
+        return self._data.get(field_name), field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        return dict(self._data)
+
+
+def _resolve_paths(data: dict[str, Any], base: Path) -> dict[str, Any]:
+    def rel(value: str) -> str:
+        path = Path(value).expanduser()
+        return str(path if path.is_absolute() else (base / path).resolve())
+
+    data = dict(data)
+    if "home" in data:
+        data["home"] = rel(str(data["home"]))
+    else:
+        data["home"] = rel(".factory")
+    models = dict(data.get("models") or {})
+    if "playbooks_dir" in models:
+        models["playbooks_dir"] = rel(str(models["playbooks_dir"]))
+    else:
+        models["playbooks_dir"] = rel("examples/playbooks")
+    data["models"] = models
+    repos = {}
+    for name, repo in (data.get("repos") or {}).items():
+        repo = dict(repo) if isinstance(repo, dict) else repo
+        if isinstance(repo, dict):
+            url = repo.get("clone_url")
+            if isinstance(url, str) and "://" not in url and not url.startswith("git@") and "@" not in url:
+                repo["clone_url"] = rel(url)
+        repos[name] = repo
+    if repos:
+        data["repos"] = repos
+    return data
+
+
+def _format_validation_error(exc: ValidationError, source: str) -> str:
+    first = exc.errors()[0]
+    loc = ".".join(str(part) for part in first["loc"])
+    return f"{source}: {loc}: {first['msg']}"
+
+
+def load_settings(config_path: Path | str | None = None) -> Settings:
+    """Read factory.toml (FACTORY_CONFIG, the given path, or ./factory.toml) and the environment.
+
+    A missing file is fine when no path was asked for explicitly: the defaults run
+    the embedded single-machine factory.
+    """
+    explicit = config_path or os.environ.get("FACTORY_CONFIG")
+    path = Path(explicit) if explicit else Path.cwd() / DEFAULT_CONFIG_NAME
+    data: dict[str, Any] = {}
+    if path.exists():
+        try:
+            data = tomllib.loads(path.read_text())
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+    elif explicit:
+        raise ConfigError(f"config file {path} does not exist; pass --config or set FACTORY_CONFIG")
+    base = path.resolve().parent
+    Settings._toml_data = _resolve_paths(data, base)
+    try:
+        settings = Settings()
+    except ValidationError as exc:
+        raise ConfigError(_format_validation_error(exc, str(path))) from None
+    finally:
+        Settings._toml_data = {}
+    if not settings.home.is_absolute():
+        settings = settings.model_copy(update={"home": (base / settings.home).resolve()})
+    return settings

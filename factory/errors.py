@@ -1,0 +1,132 @@
+"""Every error the factory raises on purpose, in one place.
+
+Each error carries a message meant for a person: what went wrong and what to do.
+``permanent`` errors are not worth retrying (bad input, a refused branch, an
+exhausted budget); the activity layer marks them non-retryable for Temporal.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "FactoryError",
+    "ConfigError",
+    "TicketInvalid",
+    "UnknownRepo",
+    "ServerUnreachable",
+    "DockerUnavailable",
+    "ImageMissing",
+    "SandboxError",
+    "SandboxGone",
+    "CommandTimeout",
+    "GitError",
+    "BundleRejected",
+    "ProtectedBranchRefused",
+    "ForgeError",
+    "ModelError",
+    "ModelPriceUnknown",
+    "BudgetExhausted",
+    "PlaybookError",
+]
+
+
+class FactoryError(Exception):
+    """Base class: ``str(error)`` is a one-line, user-facing message."""
+
+    permanent: bool = False
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+    def __str__(self) -> str:
+        return self.message
+
+
+class ConfigError(FactoryError):
+    """factory.toml or a FACTORY_* variable is invalid."""
+
+    permanent = True
+
+
+class TicketInvalid(FactoryError):
+    """A ticket does not match the Standard Ticket Interface."""
+
+    permanent = True
+
+
+class UnknownRepo(FactoryError):
+    """``context.repo`` names no ``[repos.NAME]`` table in factory.toml."""
+
+    permanent = True
+
+
+class ServerUnreachable(FactoryError):
+    """The Temporal server cannot be reached."""
+
+
+class DockerUnavailable(FactoryError):
+    """The Docker engine cannot be reached."""
+
+
+class ImageMissing(FactoryError):
+    """The sandbox image is not present in the Docker engine."""
+
+    permanent = True
+
+
+class SandboxError(FactoryError):
+    """A sandbox could not be created or used."""
+
+
+class SandboxGone(SandboxError):
+    """The sandbox container no longer exists (destroyed, or its host restarted)."""
+
+    permanent = True
+
+
+class CommandTimeout(SandboxError):
+    """A command in the sandbox ran past its time limit and was killed."""
+
+    permanent = True
+
+
+class GitError(FactoryError):
+    """A host-side git operation failed."""
+
+
+class BundleRejected(GitError):
+    """The commits exported from a sandbox failed verification."""
+
+    permanent = True
+
+
+class ProtectedBranchRefused(GitError):
+    """A push to a protected branch was refused by the factory itself."""
+
+    permanent = True
+
+
+class ForgeError(FactoryError):
+    """The forge (local or remote) refused or failed a request."""
+
+
+class ModelError(FactoryError):
+    """A model call failed."""
+
+
+class ModelPriceUnknown(ModelError):
+    """A cost cap is set but the model's price is unknown, so the call is refused."""
+
+    permanent = True
+
+
+class BudgetExhausted(FactoryError):
+    """The next model call could overshoot what is left of the ticket's budget."""
+
+    permanent = True
+
+
+class PlaybookError(ModelError):
+    """The offline scripted model's playbook is missing, invalid or used up."""
+
+    permanent = True

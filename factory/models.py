@@ -1,0 +1,477 @@
+"""The Standard Ticket Interface and every payload that crosses a workflow boundary.
+
+This module is imported by workflow code, so it must stay deterministic: no I/O,
+no clocks, no randomness, nothing but pydantic and the standard library.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from enum import StrEnum
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from factory.errors import TicketInvalid
+
+__all__ = [
+    "TicketType",
+    "Priority",
+    "TicketContext",
+    "Ticket",
+    "TicketState",
+    "TERMINAL_STATES",
+    "parse_ticket",
+    "ticket_schema",
+    "workflow_id_for",
+    "branch_name",
+    "slugify",
+    "BudgetCaps",
+    "Spend",
+    "RepoSpec",
+    "ModelSpec",
+    "SandboxLimits",
+    "TicketLimits",
+    "TicketRun",
+    "SandboxHandle",
+    "ProvisionRequest",
+    "CloneRequest",
+    "CloneResult",
+    "CommandRequest",
+    "CommandResult",
+    "TranscriptStart",
+    "ModelStepRequest",
+    "ToolCallRef",
+    "ModelStepResult",
+    "ToolCallRequest",
+    "ToolResult",
+    "FeedbackRequest",
+    "ExportRequest",
+    "ExportResult",
+    "PushRequest",
+    "PushResult",
+    "PullRequestRequest",
+    "PullRequestRef",
+    "TicketStatus",
+    "TicketResult",
+]
+
+
+# --------------------------------------------------------------------------
+# The Standard Ticket Interface
+
+
+class TicketType(StrEnum):
+    BUG = "bug"
+    FEATURE = "feature"
+    CHORE = "chore"
+
+
+class Priority(StrEnum):
+    LOW = "low"
+    MEDIUM = "medium"
+    HIGH = "high"
+
+
+_STRICT = ConfigDict(extra="forbid", frozen=True)
+_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
+
+
+class TicketContext(BaseModel):
+    model_config = _STRICT
+
+    repo: str = Field(min_length=1, description="Name of a [repos.NAME] table in factory.toml.")
+    filepaths: list[str] = Field(default_factory=list, description="Files the work is about.")
+    error_logs: str = Field(default="", description="Stack trace or log excerpt, if any.")
+
+
+class Ticket(BaseModel):
+    """A unit of work, exactly the seed's Standard Ticket Interface plus optional fields."""
+
+    model_config = _STRICT
+
+    id: str = Field(pattern=_ID_PATTERN, description="Tracker id, e.g. ENG-1042.")
+    type: TicketType
+    priority: Priority
+    context: TicketContext
+    acceptance_criteria: list[str] = Field(min_length=1)
+
+    # Optional fields the factory uses; trackers may leave them out.
+    title: str | None = Field(default=None, max_length=200)
+    description: str | None = None
+    labels: list[str] = Field(default_factory=list)
+    source: str | None = Field(default=None, description="Where the ticket came from (tracker URL, log miner, ...).")
+    fingerprint: str | None = Field(default=None, description="De-duplication key for discovered tickets.")
+
+    @field_validator("acceptance_criteria")
+    @classmethod
+    def _criteria_not_blank(cls, value: list[str]) -> list[str]:
+        if any(not item.strip() for item in value):
+            raise ValueError("criteria must not be blank")
+        return value
+
+    @property
+    def display_title(self) -> str:
+        return self.title or self.acceptance_criteria[0]
+
+
+def _field_path(loc: tuple[int | str, ...]) -> str:
+    parts: list[str] = []
+    for item in loc:
+        if isinstance(item, int):
+            parts.append(f"[{item}]")
+        else:
+            parts.append(("." if parts else "") + item)
+    return "".join(parts) or "(ticket)"
+
+
+def parse_ticket(text: str | bytes) -> Ticket:
+    """Validate JSON text as a ticket; the error names the field and the reason."""
+    try:
+        data: Any = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise TicketInvalid(f"ticket is not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}") from None
+    if not isinstance(data, dict):
+        raise TicketInvalid("ticket must be a JSON object")
+    try:
+        return Ticket.model_validate(data)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        reason = first["msg"]
+        if first["type"] == "string_pattern_mismatch":
+            reason = "must be 1-64 letters, digits, '.', '_' or '-', starting with a letter or digit"
+        elif first["type"] == "extra_forbidden":
+            reason = "is not a field of the Standard Ticket Interface"
+        more = f" (and {len(exc.errors()) - 1} more problem(s))" if len(exc.errors()) > 1 else ""
+        raise TicketInvalid(f"invalid ticket: {_field_path(tuple(first['loc']))}: {reason}{more}") from None
+
+
+def ticket_schema() -> dict[str, Any]:
+    return Ticket.model_json_schema()
+
+
+def workflow_id_for(ticket_id: str) -> str:
+    return f"ticket-{ticket_id}"
+
+
+def slugify(text: str, max_length: int = 40) -> str:
+    slug = re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")
+    if len(slug) > max_length:
+        slug = slug[:max_length].rsplit("-", 1)[0] or slug[:max_length]
+    return slug.strip("-") or "change"
+
+
+def branch_name(ticket: Ticket) -> str:
+    """``<type>/<id>-<slug>``, always a valid git ref name."""
+    ident = re.sub(r"[^A-Za-z0-9_-]+", "-", ticket.id).strip("-").lower()
+    return f"{ticket.type.value}/{ident}-{slugify(ticket.display_title)}"
+
+
+class TicketState(StrEnum):
+    QUEUED = "queued"
+    RUNNING = "running"
+    READY_FOR_MERGE = "ready_for_merge"
+    FAILED = "failed"
+    BUDGET_EXHAUSTED = "budget_exhausted"
+    NEEDS_HUMAN = "needs_human"
+    CANCELLED = "cancelled"
+
+
+TERMINAL_STATES = frozenset(
+    {
+        TicketState.READY_FOR_MERGE,
+        TicketState.FAILED,
+        TicketState.BUDGET_EXHAUSTED,
+        TicketState.NEEDS_HUMAN,
+        TicketState.CANCELLED,
+    }
+)
+
+
+# --------------------------------------------------------------------------
+# Budget
+
+
+class BudgetCaps(BaseModel):
+    """MAX_BUDGET for one ticket; ``None`` means no cap on that measure."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    tokens: int | None = Field(default=200_000, ge=1)
+    cost_usd: float | None = Field(default=5.0, gt=0)
+    steps: int | None = Field(default=40, ge=1)
+
+
+class Spend(BaseModel):
+    """What a ticket has used so far; settled after each model call."""
+
+    tokens_in: int = 0
+    tokens_out: int = 0
+    cost_usd: float = 0.0
+    steps: int = 0
+    model_seconds: float = 0.0
+
+    @property
+    def tokens(self) -> int:
+        return self.tokens_in + self.tokens_out
+
+    def plus(self, usage: Spend) -> Spend:
+        return Spend(
+            tokens_in=self.tokens_in + usage.tokens_in,
+            tokens_out=self.tokens_out + usage.tokens_out,
+            cost_usd=round(self.cost_usd + usage.cost_usd, 6),
+            steps=self.steps + usage.steps,
+            model_seconds=round(self.model_seconds + usage.model_seconds, 3),
+        )
+
+    def exhausted_cap(self, caps: BudgetCaps) -> str | None:
+        """The name of the first cap this spend has reached, if any."""
+        if caps.steps is not None and self.steps >= caps.steps:
+            return "steps"
+        if caps.tokens is not None and self.tokens >= caps.tokens:
+            return "tokens"
+        if caps.cost_usd is not None and self.cost_usd >= caps.cost_usd:
+            return "cost"
+        return None
+
+    def describe(self, caps: BudgetCaps) -> str:
+        def part(used: float, cap: float | None, fmt: str) -> str:
+            return fmt.format(used) + ("" if cap is None else " / " + fmt.format(cap))
+
+        return (
+            f"tokens {part(self.tokens, caps.tokens, '{:,.0f}')}, "
+            f"cost {part(self.cost_usd, caps.cost_usd, '${:.4f}')}, "
+            f"steps {part(self.steps, caps.steps, '{:.0f}')}"
+        )
+
+
+# --------------------------------------------------------------------------
+# What a ticket run is given (resolved from configuration by the starter)
+
+
+class RepoSpec(BaseModel):
+    name: str
+    clone_url: str
+    default_branch: str = "main"
+    install_command: str | None = None
+    test_command: str = "python3 -m pytest -q"
+    image: str = "factory-sandbox:latest"
+    protected_branches: list[str] = Field(default_factory=lambda: ["main", "production"])
+    style_guide: str | None = None
+
+
+class ModelSpec(BaseModel):
+    name: str
+    api_base: str | None = None
+    max_output_tokens: int = Field(default=4096, ge=1)
+    min_output_tokens: int = Field(default=256, ge=1)
+    input_price_per_mtok: float | None = Field(default=None, ge=0)
+    output_price_per_mtok: float | None = Field(default=None, ge=0)
+    timeout_s: float = Field(default=300, gt=0)
+
+    @property
+    def scripted(self) -> bool:
+        return self.name.startswith("scripted/")
+
+
+class SandboxLimits(BaseModel):
+    memory: str = "2g"
+    cpus: float = 1.0
+    pids: int = 512
+    workspace_size: str | None = None
+
+
+class TicketLimits(BaseModel):
+    command_timeout_s: int = Field(default=300, ge=1)
+    test_timeout_s: int = Field(default=900, ge=1)
+    tool_output_chars: int = Field(default=8000, ge=200)
+    max_test_rounds: int = Field(default=3, ge=1)
+    heartbeat_timeout_s: int = Field(default=30, ge=2)
+    sandbox: SandboxLimits = Field(default_factory=SandboxLimits)
+
+
+class TicketRun(BaseModel):
+    """The workflow input: the ticket and everything resolved for it at submission."""
+
+    ticket: Ticket
+    repo: RepoSpec
+    model: ModelSpec
+    caps: BudgetCaps
+    limits: TicketLimits = Field(default_factory=TicketLimits)
+
+
+# --------------------------------------------------------------------------
+# Activity payloads
+
+
+class SandboxHandle(BaseModel):
+    container_id: str
+    name: str
+    workspace: str = Field(description="Host directory holding the repo, transcript and exports.")
+    task_queue: str = Field(description="The queue of the worker host that holds the workspace.")
+
+
+class ProvisionRequest(BaseModel):
+    ticket_id: str
+    workflow_id: str
+    image: str
+    limits: SandboxLimits
+
+
+class CloneRequest(BaseModel):
+    sandbox: SandboxHandle
+    repo: RepoSpec
+
+
+class CloneResult(BaseModel):
+    base_commit: str
+    files: int
+
+
+class CommandRequest(BaseModel):
+    sandbox: SandboxHandle
+    command: str
+    timeout_s: int
+    purpose: str = Field(description="Short name for logs, e.g. 'tests-before'.")
+    output_chars: int = 4000
+
+
+class CommandResult(BaseModel):
+    exit_code: int
+    output_tail: str
+    timed_out: bool = False
+    duration_s: float = 0.0
+    log_path: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.exit_code == 0 and not self.timed_out
+
+
+class TranscriptStart(BaseModel):
+    """Writes the agent's opening messages into the workspace transcript."""
+
+    sandbox: SandboxHandle
+    run: TicketRun
+    branch: str
+    tests_before: CommandResult | None = None
+
+
+class ModelStepRequest(BaseModel):
+    sandbox: SandboxHandle
+    model: ModelSpec
+    caps: BudgetCaps
+    step: int
+    spent: Spend
+
+
+class ToolCallRef(BaseModel):
+    call_id: str
+    name: str
+    summary: str
+
+
+class ModelStepResult(BaseModel):
+    step: int
+    text: str = Field(default="", description="The first few hundred characters the model said.")
+    tool_calls: list[ToolCallRef] = Field(default_factory=list)
+    usage: Spend
+    budget_exhausted: str | None = Field(default=None, description="Why the call was not made, if it was not.")
+
+
+class ToolCallRequest(BaseModel):
+    sandbox: SandboxHandle
+    step: int
+    call_id: str
+    timeout_s: int
+    output_chars: int
+
+
+class ToolResult(BaseModel):
+    call_id: str
+    name: str
+    ok: bool
+    summary: str
+    submitted: bool = False
+    duration_s: float = 0.0
+
+
+class FeedbackRequest(BaseModel):
+    sandbox: SandboxHandle
+    text: str
+
+
+class ExportRequest(BaseModel):
+    sandbox: SandboxHandle
+    base_commit: str
+    message: str
+
+
+class ExportResult(BaseModel):
+    empty: bool
+    head_commit: str | None = None
+    bundle_path: str | None = None
+    changed_files: list[str] = Field(default_factory=list)
+    diffstat: str = ""
+
+
+class PushRequest(BaseModel):
+    repo: RepoSpec
+    branch: str
+    bundle_path: str
+    base_commit: str
+    head_commit: str
+
+
+class PushResult(BaseModel):
+    branch: str
+    head_commit: str
+    already_there: bool = False
+
+
+class PullRequestRequest(BaseModel):
+    repo: RepoSpec
+    head: str
+    base: str
+    title: str
+    body: str
+
+
+class PullRequestRef(BaseModel):
+    number: int
+    url: str
+    head: str
+    created: bool = False
+
+
+# --------------------------------------------------------------------------
+# What a ticket run shows and returns
+
+
+class TicketStatus(BaseModel):
+    ticket_id: str
+    title: str
+    state: TicketState
+    phase: str
+    reason: str | None = None
+    model: str
+    scripted_model: bool
+    step: int = 0
+    test_rounds: int = 0
+    spend: Spend = Field(default_factory=Spend)
+    caps: BudgetCaps = Field(default_factory=BudgetCaps)
+    branch: str | None = None
+    pull_request: PullRequestRef | None = None
+    log: list[str] = Field(default_factory=list, description="The newest lines of the ticket's log.")
+
+
+class TicketResult(BaseModel):
+    ticket_id: str
+    state: TicketState
+    reason: str
+    spend: Spend
+    caps: BudgetCaps
+    branch: str | None = None
+    pull_request: PullRequestRef | None = None
+    test_rounds: int = 0
