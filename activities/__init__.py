@@ -1,0 +1,1 @@
+"""Activities: the side effects of the factory, as thin adapters over ``factory/``."""

@@ -21,16 +21,16 @@ from factory.errors import ConfigError
 from factory.models import BudgetCaps, TicketLimits, TicketType
 
 __all__ = [
-    "BudgetOverrides",
-    "BudgetConfig",
-    "RepoConfig",
-    "ModelsConfig",
-    "PriceConfig",
-    "TemporalConfig",
-    "Settings",
-    "load_settings",
     "DEFAULT_CONFIG_NAME",
     "SANDBOX_IMAGE",
+    "BudgetConfig",
+    "BudgetOverrides",
+    "ModelsConfig",
+    "PriceConfig",
+    "RepoConfig",
+    "Settings",
+    "TemporalConfig",
+    "load_settings",
 ]
 
 DEFAULT_CONFIG_NAME = "factory.toml"
@@ -69,6 +69,9 @@ class RepoConfig(BaseModel):
     image: str = SANDBOX_IMAGE
     protected_branches: list[str] | None = Field(default=None, description="Defaults to the global list.")
     style_guide: str | None = None
+    seed_from: str | None = Field(
+        default=None, description="A directory to create the repo from on the local forge when it does not exist yet."
+    )
     budget: BudgetOverrides = Field(default_factory=BudgetOverrides)
     budget_by_type: dict[TicketType, BudgetOverrides] = Field(default_factory=dict)
 
@@ -82,6 +85,9 @@ class ModelsConfig(BaseModel):
     max_output_tokens: int = Field(default=4096, ge=1)
     timeout_s: float = Field(default=300, gt=0)
     api_base: str | None = None
+    scripted_call_log: Path | None = Field(
+        default=None, description="If set, the scripted model appends a line per call here (tests count them)."
+    )
 
 
 class PriceConfig(BaseModel):
@@ -187,6 +193,8 @@ def _resolve_paths(data: dict[str, Any], base: Path) -> dict[str, Any]:
             url = repo.get("clone_url")
             if isinstance(url, str) and "://" not in url and not url.startswith("git@") and "@" not in url:
                 repo["clone_url"] = rel(url)
+            if isinstance(repo.get("seed_from"), str):
+                repo["seed_from"] = rel(repo["seed_from"])
         repos[name] = repo
     if repos:
         data["repos"] = repos

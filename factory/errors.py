@@ -8,24 +8,26 @@ exhausted budget); the activity layer marks them non-retryable for Temporal.
 from __future__ import annotations
 
 __all__ = [
-    "FactoryError",
-    "ConfigError",
-    "TicketInvalid",
-    "UnknownRepo",
-    "ServerUnreachable",
-    "DockerUnavailable",
-    "ImageMissing",
-    "SandboxError",
-    "SandboxGone",
-    "CommandTimeout",
-    "GitError",
+    "BudgetExhausted",
     "BundleRejected",
-    "ProtectedBranchRefused",
+    "CommandTimeout",
+    "ConfigError",
+    "DockerUnavailable",
+    "FactoryError",
     "ForgeError",
+    "GitError",
+    "ImageMissing",
     "ModelError",
     "ModelPriceUnknown",
-    "BudgetExhausted",
+    "ModelRequestRefused",
     "PlaybookError",
+    "ProtectedBranchRefused",
+    "RemoteBranchConflict",
+    "SandboxError",
+    "SandboxGone",
+    "ServerUnreachable",
+    "TicketInvalid",
+    "UnknownRepo",
 ]
 
 
@@ -106,12 +108,24 @@ class ProtectedBranchRefused(GitError):
     permanent = True
 
 
+class RemoteBranchConflict(GitError):
+    """The remote branch holds commits the factory must not overwrite (they are on the default branch)."""
+
+    permanent = True
+
+
 class ForgeError(FactoryError):
     """The forge (local or remote) refused or failed a request."""
 
 
 class ModelError(FactoryError):
     """A model call failed."""
+
+
+class ModelRequestRefused(ModelError):
+    """The model provider refused the request itself (credentials, bad request, unknown model): retrying cannot help."""
+
+    permanent = True
 
 
 class ModelPriceUnknown(ModelError):

@@ -16,45 +16,45 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from factory.errors import TicketInvalid
 
 __all__ = [
-    "TicketType",
-    "Priority",
-    "TicketContext",
-    "Ticket",
-    "TicketState",
     "TERMINAL_STATES",
-    "parse_ticket",
-    "ticket_schema",
-    "workflow_id_for",
-    "branch_name",
-    "slugify",
     "BudgetCaps",
-    "Spend",
-    "RepoSpec",
-    "ModelSpec",
-    "SandboxLimits",
-    "TicketLimits",
-    "TicketRun",
-    "SandboxHandle",
-    "ProvisionRequest",
     "CloneRequest",
     "CloneResult",
     "CommandRequest",
     "CommandResult",
-    "TranscriptStart",
-    "ModelStepRequest",
-    "ToolCallRef",
-    "ModelStepResult",
-    "ToolCallRequest",
-    "ToolResult",
-    "FeedbackRequest",
     "ExportRequest",
     "ExportResult",
+    "FeedbackRequest",
+    "ModelSpec",
+    "ModelStepRequest",
+    "ModelStepResult",
+    "Priority",
+    "ProvisionRequest",
+    "PullRequestRef",
+    "PullRequestRequest",
     "PushRequest",
     "PushResult",
-    "PullRequestRequest",
-    "PullRequestRef",
-    "TicketStatus",
+    "RepoSpec",
+    "SandboxHandle",
+    "SandboxLimits",
+    "Spend",
+    "Ticket",
+    "TicketContext",
+    "TicketLimits",
     "TicketResult",
+    "TicketRun",
+    "TicketState",
+    "TicketStatus",
+    "TicketType",
+    "ToolCallRef",
+    "ToolCallRequest",
+    "ToolResult",
+    "TranscriptStart",
+    "branch_name",
+    "parse_ticket",
+    "slugify",
+    "ticket_schema",
+    "workflow_id_for",
 ]
 
 
@@ -394,11 +394,13 @@ class ToolResult(BaseModel):
     ok: bool
     summary: str
     submitted: bool = False
+    message: str | None = Field(default=None, description="The agent's summary, for `submit`.")
     duration_s: float = 0.0
 
 
 class FeedbackRequest(BaseModel):
     sandbox: SandboxHandle
+    key: str = Field(description="Idempotence key: the same feedback is recorded once.")
     text: str
 
 

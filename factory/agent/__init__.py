@@ -1,0 +1,1 @@
+"""The coding agent: tools, prompts, transcript, and one step of the loop."""

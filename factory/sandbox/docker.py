@@ -1,0 +1,351 @@
+"""Docker sandboxes: one locked-down container per ticket.
+
+The container runs as a non-root user with every capability dropped,
+no-new-privileges, a read-only root file system, no network, and limits on
+memory, CPU and processes. The only writable places are the workspace (the
+repository, mounted from the host), ``/out`` (where exports are written) and two
+small tmpfs mounts. ``/inbox`` is mounted read-only: the host drops file contents
+there and the sandbox copies them into place, so the host never follows a path
+or symlink the sandbox controls.
+
+No credential is passed in: the environment is built here from scratch.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import docker
+import docker.errors
+from docker.models.containers import Container
+
+from factory.errors import CommandTimeout, DockerUnavailable, ImageMissing, SandboxError, SandboxGone
+from factory.models import SandboxLimits
+
+__all__ = ["LABEL_MANAGED", "LABEL_TICKET", "LABEL_WORKFLOW", "DockerSandboxes", "ExecResult", "Workspace"]
+
+LABEL_TICKET = "factory.ticket"
+LABEL_WORKFLOW = "factory.workflow"
+LABEL_MANAGED = "factory.managed"
+
+SANDBOX_UID = 1000
+SANDBOX_GID = 1000
+# Exit status of coreutils `timeout` when it had to stop the command (124) or kill it (137).
+_TIMEOUT_CODES = {124, 137}
+_KILL_GRACE_S = 5
+# How much output one command may produce before the middle is dropped.
+_OUTPUT_CAP = 1_000_000
+_SAFE_ENV = {
+    "HOME": "/home/agent",
+    "PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+    "LANG": "C.UTF-8",
+    "PYTHONDONTWRITEBYTECODE": "1",
+    "GIT_TERMINAL_PROMPT": "0",
+}
+
+
+@dataclass(frozen=True)
+class Workspace:
+    """The host directories of one sandbox."""
+
+    root: Path
+
+    @property
+    def repo(self) -> Path:
+        return self.root / "repo"
+
+    @property
+    def out(self) -> Path:
+        return self.root / "out"
+
+    @property
+    def inbox(self) -> Path:
+        return self.root / "inbox"
+
+    @property
+    def meta(self) -> Path:
+        """Transcript and logs: never mounted into the sandbox, so it cannot tamper with them."""
+        return self.root / "meta"
+
+
+@dataclass(frozen=True)
+class ExecResult:
+    exit_code: int
+    output: str
+    timed_out: bool
+    duration_s: float
+
+
+def container_name_for(workflow_id: str) -> str:
+    return "factory-" + re.sub(r"[^a-zA-Z0-9_.-]+", "-", workflow_id)[:100]
+
+
+class DockerSandboxes:
+    """Creates, uses and destroys sandbox containers on this host's Docker engine."""
+
+    def __init__(self, workspaces_root: Path, client: docker.DockerClient | None = None) -> None:
+        self.workspaces_root = workspaces_root
+        self._client = client
+
+    # -- engine ---------------------------------------------------------------
+
+    @property
+    def client(self) -> docker.DockerClient:
+        if self._client is None:
+            try:
+                client = docker.from_env(timeout=60)
+                client.ping()
+            except docker.errors.DockerException as exc:
+                raise DockerUnavailable(
+                    "Docker engine not reachable "
+                    f"({_short(exc)}): start it (`make demo` starts dockerd) or set DOCKER_HOST"
+                ) from None
+            self._client = client
+        return self._client
+
+    def check_image(self, image: str) -> None:
+        try:
+            self.client.images.get(image)
+        except docker.errors.ImageNotFound:
+            raise ImageMissing(f"sandbox image {image!r} is missing: build it with `make image`") from None
+        except docker.errors.DockerException as exc:
+            raise DockerUnavailable(f"Docker engine error: {_short(exc)}") from None
+
+    # -- life cycle -------------------------------------------------------------
+
+    def workspace_for(self, workflow_id: str) -> Workspace:
+        return Workspace(self.workspaces_root / container_name_for(workflow_id))
+
+    def provision(
+        self, ticket_id: str, workflow_id: str, image: str, limits: SandboxLimits
+    ) -> tuple[str, str, Workspace]:
+        """Create (or find, after a retry) the ticket's container; returns id, name, workspace."""
+        self.check_image(image)
+        name = container_name_for(workflow_id)
+        workspace = self.workspace_for(workflow_id)
+        existing = self._find(name)
+        if existing is not None:
+            if existing.status == "running":
+                return str(existing.id), name, workspace
+            existing.remove(force=True)
+        for path in (workspace.repo, workspace.out, workspace.inbox, workspace.meta):
+            path.mkdir(parents=True, exist_ok=True)
+        for path in (workspace.repo, workspace.out):
+            _give_to_sandbox(path)
+        mem = limits.memory
+        try:
+            container = self.client.containers.run(
+                image,
+                command=["sleep", "infinity"],
+                name=name,
+                detach=True,
+                init=True,
+                user=f"{SANDBOX_UID}:{SANDBOX_GID}",
+                working_dir="/workspace",
+                hostname="sandbox",
+                environment=dict(_SAFE_ENV),
+                labels={LABEL_MANAGED: "true", LABEL_TICKET: ticket_id, LABEL_WORKFLOW: workflow_id},
+                cap_drop=["ALL"],
+                security_opt=["no-new-privileges:true"],
+                read_only=True,
+                network_mode="none",
+                mem_limit=mem,
+                memswap_limit=mem,
+                nano_cpus=int(limits.cpus * 1e9),
+                pids_limit=limits.pids,
+                tmpfs={
+                    "/tmp": "rw,nosuid,nodev,size=512m",
+                    "/home/agent": "rw,nosuid,nodev,size=64m,uid=1000,gid=1000",
+                },
+                volumes={
+                    str(workspace.repo): {"bind": "/workspace", "mode": "rw"},
+                    str(workspace.out): {"bind": "/out", "mode": "rw"},
+                    str(workspace.inbox): {"bind": "/inbox", "mode": "ro"},
+                },
+            )
+        except docker.errors.APIError as exc:
+            raise SandboxError(f"could not create sandbox {name}: {_short(exc)}") from None
+        return str(container.id), name, workspace
+
+    def destroy(self, name_or_id: str, workspace: Path | None = None) -> bool:
+        """Remove the container (idempotent) and the workspace's repository copy.
+
+        The transcript and logs under ``meta/`` are kept for inspection.
+        Returns whether a container was removed.
+        """
+        removed = False
+        container = self._find(name_or_id)
+        if container is not None:
+            try:
+                container.remove(force=True)
+                removed = True
+            except docker.errors.NotFound:
+                pass
+        if workspace is not None:
+            ws = Workspace(workspace)
+            for path in (ws.repo, ws.out, ws.inbox):
+                shutil.rmtree(path, ignore_errors=True)
+        return removed
+
+    def list_managed(self) -> list[Container]:
+        return list(self.client.containers.list(all=True, filters={"label": f"{LABEL_MANAGED}=true"}))
+
+    def is_running(self, name_or_id: str) -> bool:
+        container = self._find(name_or_id)
+        return container is not None and container.status == "running"
+
+    # -- inside the sandbox -------------------------------------------------------
+
+    def exec(
+        self,
+        name_or_id: str,
+        command: str,
+        timeout_s: float,
+        *,
+        workdir: str = "/workspace",
+        on_wait: Callable[[], None] | None = None,
+    ) -> ExecResult:
+        """Run ``bash -c command`` as the sandbox user, killed after ``timeout_s``.
+
+        ``on_wait`` is called every few seconds while the command runs (activities
+        heartbeat from it, so a dead worker is noticed quickly).
+        """
+        container = self._require(name_or_id)
+        wrapped = ["timeout", "-k", str(_KILL_GRACE_S), str(max(1, int(timeout_s))), "bash", "-c", command]
+        api = self.client.api
+        try:
+            exec_id = api.exec_create(
+                container.id, wrapped, workdir=workdir, user=f"{SANDBOX_UID}:{SANDBOX_GID}", environment=dict(_SAFE_ENV)
+            )["Id"]
+        except docker.errors.NotFound:
+            raise SandboxGone(f"sandbox {name_or_id} is gone") from None
+        except docker.errors.APIError as exc:
+            raise SandboxError(f"could not run a command in sandbox {name_or_id}: {_short(exc)}") from None
+
+        chunks = _BoundedOutput(_OUTPUT_CAP)
+        failure: list[BaseException] = []
+
+        def pump() -> None:
+            try:
+                for chunk in api.exec_start(exec_id, stream=True, demux=False):
+                    chunks.add(chunk)
+            except BaseException as exc:  # noqa: BLE001 - handed to the waiting thread
+                failure.append(exc)
+
+        started = time.monotonic()
+        reader = threading.Thread(target=pump, daemon=True)
+        reader.start()
+        # The in-sandbox `timeout` does the killing; this is only a guard against a wedged engine.
+        deadline = started + timeout_s + _KILL_GRACE_S + 30
+        while reader.is_alive():
+            reader.join(timeout=2.0)
+            if on_wait is not None:
+                on_wait()
+            if time.monotonic() > deadline:
+                raise CommandTimeout(f"command did not finish within {timeout_s:.0f}s and could not be stopped")
+        duration = time.monotonic() - started
+        if failure:
+            if not self.is_running(name_or_id):
+                raise SandboxGone(f"sandbox {name_or_id} stopped while running a command (out of memory?)")
+            raise SandboxError(f"lost the output of a sandbox command: {_short(failure[0])}")
+        code = api.exec_inspect(exec_id).get("ExitCode")
+        exit_code = -1 if code is None else int(code)
+        timed_out = exit_code in _TIMEOUT_CODES and duration >= timeout_s - 0.5
+        return ExecResult(exit_code=exit_code, output=chunks.text(), timed_out=timed_out, duration_s=duration)
+
+    def write_file(
+        self, name_or_id: str, workspace: Workspace, path: str, content: bytes, timeout_s: float = 30
+    ) -> None:
+        """Place ``content`` at ``path`` (relative to /workspace) from inside the sandbox."""
+        token = uuid.uuid4().hex
+        staged = workspace.inbox / token
+        staged.write_bytes(content)
+        staged.chmod(0o644)
+        try:
+            result = self.exec(
+                name_or_id,
+                f'set -e; p={_quote(path)}; mkdir -p -- "$(dirname -- "$p")"; cp -- /inbox/{token} "$p"',
+                timeout_s,
+            )
+        finally:
+            staged.unlink(missing_ok=True)
+        if result.exit_code != 0:
+            raise SandboxError(f"could not write {path}: {result.output.strip()[-300:]}")
+
+    # -- internals ---------------------------------------------------------------
+
+    def _find(self, name_or_id: str) -> Container | None:
+        try:
+            return self.client.containers.get(name_or_id)
+        except docker.errors.NotFound:
+            return None
+        except docker.errors.DockerException as exc:
+            raise DockerUnavailable(f"Docker engine error: {_short(exc)}") from None
+
+    def _require(self, name_or_id: str) -> Container:
+        container = self._find(name_or_id)
+        if container is None or container.status != "running":
+            raise SandboxGone(f"sandbox {name_or_id} is not running (destroyed, or out of memory)")
+        return container
+
+
+class _BoundedOutput:
+    """Keeps the head and the tail of a stream, dropping the middle past a cap."""
+
+    def __init__(self, cap: int) -> None:
+        self.cap = cap
+        self.head = bytearray()
+        self.tail = bytearray()
+        self.dropped = 0
+
+    def add(self, chunk: bytes) -> None:
+        room = self.cap // 2 - len(self.head)
+        if room > 0:
+            self.head += chunk[:room]
+            chunk = chunk[room:]
+        if chunk:
+            self.tail += chunk
+            excess = len(self.tail) - self.cap // 2
+            if excess > 0:
+                del self.tail[:excess]
+                self.dropped += excess
+
+    def text(self) -> str:
+        middle = f"\n[... {self.dropped} bytes dropped ...]\n".encode() if self.dropped else b""
+        return bytes(self.head + middle + self.tail).decode("utf-8", errors="replace")
+
+
+def _give_to_sandbox(path: Path) -> None:
+    try:
+        os.chown(path, SANDBOX_UID, SANDBOX_GID)
+    except PermissionError:
+        # Not root: let the sandbox user write anyway.
+        path.chmod(0o777)
+
+
+def _quote(text: str) -> str:
+    return "'" + text.replace("'", "'\"'\"'") + "'"
+
+
+def _short(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return (text[0] if text else type(exc).__name__)[:300]
+
+
+def chown_tree_to_sandbox(path: Path) -> None:
+    """Hand a host-made tree (a fresh clone) to the sandbox user."""
+    for root, dirs, files in os.walk(path):
+        for name in dirs + files:
+            try:
+                os.lchown(os.path.join(root, name), SANDBOX_UID, SANDBOX_GID)
+            except PermissionError:
+                return
+    _give_to_sandbox(path)

@@ -1,0 +1,123 @@
+"""Shared fixtures: real git repos, real Docker sandboxes, real Temporal servers.
+
+Tests that need Docker or a Temporal server run for real; if the engine or the
+binaries are missing the fixture fails loudly rather than skipping.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sys
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import docker
+import pytest
+import pytest_asyncio
+from temporalio.client import Client
+from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.testing import WorkflowEnvironment
+
+from factory.config import Settings, load_settings
+from factory.demo import seed_local_forge
+from factory.sandbox import LABEL_MANAGED
+from workflows.search_attributes import ALL_KEYS
+
+ROOT = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+FIXTURES = ROOT / "tests" / "fixtures"
+EXAMPLE_TICKET = ROOT / "examples" / "tickets" / "CALC-1.json"
+
+
+def write_config(directory: Path, extra: str = "", *, playbooks: Path | None = None) -> Path:
+    """A factory.toml for a test: state under ``directory``, the example repo on a local forge."""
+    playbooks = playbooks or (ROOT / "examples" / "playbooks")
+    path = directory / "factory.toml"
+    path.write_text(
+        f"""
+home = "{directory / ".factory"}"
+[models]
+coder = "scripted"
+playbooks_dir = "{playbooks}"
+scripted_call_log = "{directory / "model-calls.jsonl"}"
+[limits]
+heartbeat_timeout_s = 5
+command_timeout_s = 60
+test_timeout_s = 120
+[repos.calculator]
+seed_from = "{ROOT / "examples" / "sample-repo"}"
+test_command = "python3 -m pytest -q -p no:cacheprovider"
+{extra}
+"""
+    )
+    return path
+
+
+def make_settings(directory: Path, extra: str = "", *, playbooks: Path | None = None) -> Settings:
+    settings = load_settings(write_config(directory, extra, playbooks=playbooks))
+    seed_local_forge(settings)
+    return settings
+
+
+def model_calls(settings: Settings) -> list[dict[str, Any]]:
+    log = settings.models.scripted_call_log
+    if log is None or not log.exists():
+        return []
+    return [json.loads(line) for line in log.read_text().splitlines() if line.strip()]
+
+
+@pytest.fixture
+def settings(tmp_path: Path) -> Settings:
+    return make_settings(tmp_path)
+
+
+@pytest.fixture(scope="session")
+def docker_client() -> Iterator[docker.DockerClient]:
+    client = docker.from_env()
+    client.ping()  # fails the test if the engine is not running: these tests must run in CI
+    yield client
+
+
+def managed_containers(client: docker.DockerClient, workflow_id: str | None = None) -> list[Any]:
+    label = f"factory.workflow={workflow_id}" if workflow_id else f"{LABEL_MANAGED}=true"
+    return list(client.containers.list(all=True, filters={"label": label}))
+
+
+@pytest_asyncio.fixture(scope="session")
+async def time_skipping_env() -> AsyncIterator[WorkflowEnvironment]:
+    env = await WorkflowEnvironment.start_time_skipping(
+        data_converter=pydantic_data_converter,
+        test_server_existing_path=str(BIN / "temporal-test-server"),
+    )
+    yield env
+    await env.shutdown()
+
+
+@pytest_asyncio.fixture(scope="session")
+async def dev_server() -> AsyncIterator[WorkflowEnvironment]:
+    env = await WorkflowEnvironment.start_local(
+        data_converter=pydantic_data_converter,
+        dev_server_existing_path=str(BIN / "temporal"),
+        search_attributes=list(ALL_KEYS),
+    )
+    yield env
+    await env.shutdown()
+
+
+@pytest.fixture
+def dev_client(dev_server: WorkflowEnvironment) -> Client:
+    return dev_server.client
+
+
+EXAMPLE_PLAYBOOK = ROOT / "examples" / "playbooks" / "CALC-1.yaml"
+
+
+def copy_playbook(name: str, ticket_id: str, directory: Path) -> Path:
+    """Install a playbook (a fixture name, or "example") as the playbook of ``ticket_id``."""
+    directory.mkdir(parents=True, exist_ok=True)
+    target = directory / f"{ticket_id}.yaml"
+    source = EXAMPLE_PLAYBOOK if name == "example" else FIXTURES / "playbooks" / f"{name}.yaml"
+    shutil.copy(source, target)
+    return target
