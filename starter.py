@@ -51,8 +51,8 @@ __all__ = ["SubmitOutcome", "app", "connect", "ensure_search_attributes", "main"
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Software Factory: tickets in, pull requests out.")
 server_app = typer.Typer(no_args_is_help=True, help="The embedded Temporal dev server (SQLite under .factory/).")
 app.add_typer(server_app, name="server")
-console = Console()
-err_console = Console(stderr=True)
+console = Console(soft_wrap=True, width=None if sys.stdout.isatty() else 200)
+err_console = Console(stderr=True, soft_wrap=True)
 T = TypeVar("T")
 
 EXECUTION_QUEUE = "execution"
