@@ -14,9 +14,11 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import json
 import os
 import shutil
 import stat
+import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any, ParamSpec, TypeVar
@@ -86,6 +88,40 @@ def boundary(fn: Callable[P, Awaitable[R]]) -> Callable[P, Awaitable[R]]:
     return wrapper
 
 
+def timed(kind: str) -> Callable[[Callable[[Any, Any], Awaitable[R]]], Callable[[Any, Any], Awaitable[R]]]:
+    """Record the activity's duration in the workspace's ``meta/timings.jsonl``.
+
+    The benchmark reads these to split a ticket's wall time into model calls,
+    sandbox commands, git, provisioning and the orchestration around them.
+    """
+
+    def decorate(fn: Callable[[Any, Any], Awaitable[R]]) -> Callable[[Any, Any], Awaitable[R]]:
+        @functools.wraps(fn)
+        async def wrapper(self: Any, request: Any) -> R:
+            started = time.monotonic()
+            result = await fn(self, request)
+            workspace = _workspace_of(request, result)
+            if workspace is not None:
+                line = {"activity": fn.__name__, "kind": kind, "seconds": round(time.monotonic() - started, 4)}
+                with (workspace / "meta" / "timings.jsonl").open("a") as handle:
+                    handle.write(json.dumps(line) + "\n")
+            return result
+
+        return wrapper
+
+    return decorate
+
+
+def _workspace_of(request: Any, result: Any) -> Path | None:
+    for candidate in (request, getattr(request, "sandbox", None), result):
+        if isinstance(candidate, SandboxHandle):
+            path = Path(candidate.workspace)
+            return path if (path / "meta").is_dir() else None
+    if isinstance(request, PushRequest):
+        return Path(request.bundle_path).parent.parent
+    return None
+
+
 async def in_thread(fn: Callable[..., R], *args: Any, **kwargs: Any) -> R:
     """Run blocking work in a thread, heartbeating until it ends."""
     task = asyncio.ensure_future(asyncio.to_thread(fn, *args, **kwargs))
@@ -108,6 +144,7 @@ class TicketActivities:
 
     @activity.defn
     @boundary
+    @timed("provision")
     async def provision_sandbox(self, request: ProvisionRequest) -> SandboxHandle:
         container_id, name, workspace = await in_thread(
             self.sandboxes.provision, request.ticket_id, request.workflow_id, request.image, request.limits
@@ -117,6 +154,7 @@ class TicketActivities:
 
     @activity.defn
     @boundary
+    @timed("git")
     async def clone_repository(self, request: CloneRequest) -> CloneResult:
         workspace = self._workspace(request.sandbox)
 
@@ -137,6 +175,7 @@ class TicketActivities:
 
     @activity.defn
     @boundary
+    @timed("sandbox")
     async def run_command(self, request: CommandRequest) -> CommandResult:
         workspace = self._workspace(request.sandbox)
         result = await in_thread(
@@ -155,11 +194,13 @@ class TicketActivities:
 
     @activity.defn
     @boundary
+    @timed("other")
     async def begin_transcript(self, request: TranscriptStart) -> None:
         agent_step.begin(self._workspace(request.sandbox), request.run, request.branch, request.tests_before)
 
     @activity.defn
     @boundary
+    @timed("model")
     async def model_step(self, request: ModelStepRequest) -> ModelStepResult:
         workspace = self._workspace(request.sandbox)
         call = asyncio.ensure_future(
@@ -178,6 +219,7 @@ class TicketActivities:
 
     @activity.defn
     @boundary
+    @timed("sandbox")
     async def tool_step(self, request: ToolCallRequest) -> ToolResult:
         return await in_thread(
             agent_step.tool_step,
@@ -192,11 +234,13 @@ class TicketActivities:
 
     @activity.defn
     @boundary
+    @timed("other")
     async def add_feedback(self, request: FeedbackRequest) -> None:
         agent_step.add_feedback(self._workspace(request.sandbox), request.key, request.text)
 
     @activity.defn
     @boundary
+    @timed("sandbox")
     async def export_changes(self, request: ExportRequest) -> ExportResult:
         workspace = self._workspace(request.sandbox)
         base = request.base_commit
@@ -229,6 +273,7 @@ class TicketActivities:
 
     @activity.defn
     @boundary
+    @timed("git")
     async def push_branch(self, request: PushRequest) -> PushResult:
         work_dir = Path(request.bundle_path).parent / "verify"
         pushed = await in_thread(
@@ -254,6 +299,7 @@ class TicketActivities:
 
     @activity.defn
     @boundary
+    @timed("provision")
     async def destroy_sandbox(self, sandbox: SandboxHandle) -> bool:
         return await in_thread(self.sandboxes.destroy, sandbox.name, Path(sandbox.workspace))
 
