@@ -12,9 +12,9 @@ import os
 import socket
 import tomllib
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
-from pydantic import BaseModel, Field, ValidationError
+from pydantic import BaseModel, Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from factory.errors import ConfigError
@@ -37,17 +37,37 @@ DEFAULT_CONFIG_NAME = "factory.toml"
 SANDBOX_IMAGE = "factory-sandbox:latest"
 
 
+NO_CAP = "none"
+
+
+def _no_cap(value: Any) -> Any:
+    """TOML has no null: ``cost_usd = "none"`` removes a cap."""
+    return None if isinstance(value, str) and value.strip().lower() == NO_CAP else value
+
+
 class BudgetOverrides(BaseModel):
-    """Any subset of the caps; what is left out is inherited."""
+    """Any subset of the caps; what is left out is inherited, ``"none"`` removes the cap."""
 
     model_config = {"extra": "forbid"}
 
-    tokens: int | None = Field(default=None, ge=1)
-    cost_usd: float | None = Field(default=None, gt=0)
-    steps: int | None = Field(default=None, ge=1)
+    tokens: int | Literal["none"] | None = None
+    cost_usd: float | Literal["none"] | None = None
+    steps: int | Literal["none"] | None = None
+
+    @field_validator("tokens", "cost_usd", "steps", mode="before")
+    @classmethod
+    def _normalise(cls, value: Any) -> Any:
+        if value is not None and _no_cap(value) is None:
+            return NO_CAP
+        if isinstance(value, int | float) and not isinstance(value, bool) and value <= 0:
+            raise ValueError('must be greater than 0 (or "none" for no cap)')
+        return value
 
     def apply_to(self, caps: BudgetCaps) -> BudgetCaps:
-        return caps.model_copy(update=self.model_dump(exclude_none=True))
+        update = {
+            key: (None if value == NO_CAP else value) for key, value in self.model_dump(exclude_none=True).items()
+        }
+        return caps.model_copy(update=update)
 
 
 class BudgetConfig(BaseModel):
@@ -57,6 +77,11 @@ class BudgetConfig(BaseModel):
     cost_usd: float | None = Field(default=5.0, gt=0)
     steps: int | None = Field(default=40, ge=1)
     by_type: dict[TicketType, BudgetOverrides] = Field(default_factory=dict)
+
+    @field_validator("tokens", "cost_usd", "steps", mode="before")
+    @classmethod
+    def _none_removes_cap(cls, value: Any) -> Any:
+        return _no_cap(value)
 
 
 class RepoConfig(BaseModel):

@@ -28,6 +28,7 @@ __all__ = [
     "ServerUnreachable",
     "TicketInvalid",
     "UnknownRepo",
+    "WriteRefused",
 ]
 
 
@@ -82,6 +83,12 @@ class SandboxError(FactoryError):
 
 class SandboxGone(SandboxError):
     """The sandbox container no longer exists (destroyed, or its host restarted)."""
+
+    permanent = True
+
+
+class WriteRefused(SandboxError):
+    """The sandbox could not write a file where the agent asked (read-only place, a directory, a dangling symlink)."""
 
     permanent = True
 

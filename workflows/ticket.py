@@ -387,8 +387,6 @@ def _failure_reason(err: ActivityError) -> str:
 
 
 def _test_feedback(run: TicketRun, result: CommandResult, rounds: int) -> str:
-    # Mirrors factory.agent.prompts.test_feedback_prompt; kept here because the
-    # workflow may only import factory.models.
     return (
         f"The factory ran `{run.repo.test_command}` after your submission and it failed "
         f"(exit code {result.exit_code}{', timed out' if result.timed_out else ''}); "

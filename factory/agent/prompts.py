@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from factory.models import CommandResult, TicketRun
 
-__all__ = ["system_prompt", "task_prompt", "test_feedback_prompt"]
+__all__ = ["system_prompt", "task_prompt"]
 
 
 def system_prompt() -> str:
@@ -41,12 +41,3 @@ def task_prompt(run: TicketRun, branch: str, tests_before: CommandResult | None)
             "```",
         ]
     return "\n".join(lines)
-
-
-def test_feedback_prompt(command: str, result: CommandResult, round_number: int, max_rounds: int) -> str:
-    return (
-        f"The factory ran `{command}` after your submission and it failed "
-        f"(exit code {result.exit_code}{', timed out' if result.timed_out else ''}); "
-        f"this was test round {round_number} of {max_rounds}. Fix the problem and submit again.\n"
-        f"```\n{result.output_tail[-4000:]}\n```"
-    )

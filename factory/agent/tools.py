@@ -13,6 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from factory.errors import WriteRefused
 from factory.sandbox import DockerSandboxes, Workspace
 
 __all__ = ["TOOL_SPECS", "ToolOutcome", "run_tool", "summarize_call", "truncate_output"]
@@ -172,7 +173,10 @@ def run_tool(
         return ToolOutcome(code == 0, truncate_output(output, output_chars) or "(empty file)", summary)
 
     if name == "write_file":
-        sandboxes.write_file(container, workspace, args["path"], args["content"].encode())
+        try:
+            sandboxes.write_file(container, workspace, args["path"], args["content"].encode())
+        except WriteRefused as exc:
+            return ToolOutcome(False, f"error: {exc}", summary)
         return ToolOutcome(True, f"wrote {len(args['content'])} characters to {args['path']}", summary)
 
     if name == "str_replace":
@@ -185,7 +189,10 @@ def run_tool(
             return ToolOutcome(
                 False, f"error: `old` occurs {count} times in {args['path']}; it must occur exactly once", summary
             )
-        sandboxes.write_file(container, workspace, args["path"], current.replace(args["old"], args["new"]).encode())
+        try:
+            sandboxes.write_file(container, workspace, args["path"], current.replace(args["old"], args["new"]).encode())
+        except WriteRefused as exc:
+            return ToolOutcome(False, f"error: {exc}", summary)
         return ToolOutcome(True, f"replaced 1 occurrence in {args['path']}", summary)
 
     # grep

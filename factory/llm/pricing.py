@@ -89,7 +89,7 @@ def resolve_model_spec(
     if cost_capped and (input_price is None or output_price is None):
         raise ModelPriceUnknown(
             f"no known price for model '{model_name}': add [prices.\"{model_name}\"] "
-            "input_per_mtok/output_per_mtok to factory.toml, or remove the cost cap"
+            'input_per_mtok/output_per_mtok to factory.toml, or remove the cost cap (cost_usd = "none")'
         )
     return ModelSpec(
         name=model_name,

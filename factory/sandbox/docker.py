@@ -27,7 +27,7 @@ import docker
 import docker.errors
 from docker.models.containers import Container
 
-from factory.errors import CommandTimeout, DockerUnavailable, ImageMissing, SandboxError, SandboxGone
+from factory.errors import CommandTimeout, DockerUnavailable, ImageMissing, SandboxError, SandboxGone, WriteRefused
 from factory.models import SandboxLimits
 
 __all__ = ["LABEL_MANAGED", "LABEL_TICKET", "LABEL_WORKFLOW", "DockerSandboxes", "ExecResult", "Workspace"]
@@ -272,13 +272,13 @@ class DockerSandboxes:
         try:
             result = self.exec(
                 name_or_id,
-                f'set -e; p={_quote(path)}; mkdir -p -- "$(dirname -- "$p")"; cp -- /inbox/{token} "$p"',
+                f'set -e; p={_quote(path)}; mkdir -p -- "$(dirname -- "$p")"; cp -T -- /inbox/{token} "$p"',
                 timeout_s,
             )
         finally:
             staged.unlink(missing_ok=True)
         if result.exit_code != 0:
-            raise SandboxError(f"could not write {path}: {result.output.strip()[-300:]}")
+            raise WriteRefused(f"could not write {path}: {result.output.strip()[-300:]}")
 
     # -- internals ---------------------------------------------------------------
 

@@ -406,3 +406,16 @@ def test_builtin_protected_branches_without_any_configuration(tmp_path: Path) ->
     (tmp_path / "APP-1.yaml").write_text("steps:\n  - tool_calls:\n      - submit: {summary: done}\n")
     run = resolve_ticket_run(ticket(), settings)
     assert run.repo.protected_branches == ["main", "production"]
+
+
+def test_none_removes_a_cap_globally_and_per_repo(tmp_path: Path) -> None:
+    """TOML has no null: a cap set to "none" is removed, in [budget] and in a repo's override."""
+    path = tmp_path / "factory.toml"
+    path.write_text(
+        '[budget]\ncost_usd = "none"\n[repos.web]\nclone_url = "https://example.invalid/web.git"\n'
+        '[repos.web.budget]\nsteps = "none"\ntokens = 1000\n'
+    )
+    settings = load_settings(path)
+    assert settings.caps_for("other", TicketType.BUG).cost_usd is None
+    web = settings.caps_for("web", TicketType.BUG)
+    assert (web.cost_usd, web.steps, web.tokens) == (None, None, 1000)
