@@ -25,7 +25,9 @@ __all__ = [
     "SANDBOX_IMAGE",
     "BudgetConfig",
     "BudgetOverrides",
+    "GovernanceConfig",
     "ModelsConfig",
+    "NotificationsConfig",
     "PriceConfig",
     "RepoConfig",
     "Settings",
@@ -94,6 +96,8 @@ class RepoConfig(BaseModel):
     image: str = SANDBOX_IMAGE
     protected_branches: list[str] | None = Field(default=None, description="Defaults to the global list.")
     style_guide: str | None = None
+    architecture_docs: list[str] = Field(default_factory=list, description="Paths in the repo the reviewer reads.")
+    protected_paths: list[str] | None = Field(default=None, description="Defaults to governance.protected_paths.")
     seed_from: str | None = Field(
         default=None, description="A directory to create the repo from on the local forge when it does not exist yet."
     )
@@ -122,6 +126,37 @@ class PriceConfig(BaseModel):
     output_per_mtok: float = Field(ge=0, description="USD per million completion tokens.")
 
 
+class GovernanceConfig(BaseModel):
+    """The review gate: what the Reviewer and the Hallucination Check enforce."""
+
+    model_config = {"extra": "forbid"}
+
+    max_review_rounds: int = Field(default=3, ge=1, description="Review → fix rounds before needs_human.")
+    protected_paths: list[str] = Field(
+        default_factory=lambda: [".github/**", ".ci/**", ".gitlab-ci.yml", "Jenkinsfile", ".circleci/**"],
+        description="fnmatch patterns of paths an agent must not change.",
+    )
+    max_diff_lines: dict[TicketType, int] = Field(
+        default_factory=lambda: {TicketType.BUG: 300, TicketType.CHORE: 600, TicketType.FEATURE: 1000},
+        description="Changed lines above which a diff is far larger than the ticket warrants.",
+    )
+    pypi_url: str = "https://pypi.org"
+    npm_url: str = "https://registry.npmjs.org"
+    registry_timeout_s: float = Field(default=10, gt=0)
+    registry_cache_ttl_s: int = Field(default=3600, ge=0)
+    new_package_days: int = Field(default=30, ge=0, description="Packages first published more recently are flagged.")
+
+
+class NotificationsConfig(BaseModel):
+    """Incoming webhooks told when a pull request is ready for merge."""
+
+    model_config = {"extra": "forbid"}
+
+    slack_webhook_url: str | None = None
+    discord_webhook_url: str | None = None
+    timeout_s: float = Field(default=10, gt=0)
+
+
 class TemporalConfig(BaseModel):
     model_config = {"extra": "forbid"}
 
@@ -144,6 +179,8 @@ class Settings(BaseSettings):
     prices: dict[str, PriceConfig] = Field(default_factory=dict)
     budget: BudgetConfig = Field(default_factory=BudgetConfig)
     limits: TicketLimits = Field(default_factory=TicketLimits)
+    governance: GovernanceConfig = Field(default_factory=GovernanceConfig)
+    notifications: NotificationsConfig = Field(default_factory=NotificationsConfig)
     protected_branches: list[str] = Field(default_factory=lambda: ["main", "production"])
     sandbox_user: str = "agent"
 

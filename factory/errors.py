@@ -20,6 +20,7 @@ __all__ = [
     "ModelError",
     "ModelPriceUnknown",
     "ModelRequestRefused",
+    "NotificationFailed",
     "PlaybookError",
     "ProtectedBranchRefused",
     "RemoteBranchConflict",
@@ -139,6 +140,10 @@ class ModelPriceUnknown(ModelError):
     """A cost cap is set but the model's price is unknown, so the call is refused."""
 
     permanent = True
+
+
+class NotificationFailed(FactoryError):
+    """A chat webhook did not accept a notification (never fails a ticket)."""
 
 
 class BudgetExhausted(FactoryError):

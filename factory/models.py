@@ -6,6 +6,7 @@ no clocks, no randomness, nothing but pydantic and the standard library.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 from enum import StrEnum
@@ -477,3 +478,126 @@ class TicketResult(BaseModel):
     branch: str | None = None
     pull_request: PullRequestRef | None = None
     test_rounds: int = 0
+
+
+# --------------------------------------------------------------------------
+# Governance: review findings and verdicts
+
+
+class Severity(StrEnum):
+    INFO = "info"
+    WARNING = "warning"
+    ERROR = "error"
+
+
+class Verdict(StrEnum):
+    APPROVE = "approve"
+    REQUEST_CHANGES = "request_changes"
+
+
+class Finding(BaseModel):
+    """One thing a check found in a change, tied to a file and line where it can be."""
+
+    check: str = Field(
+        description="Which check: ruff, docstring, tests, secret, protected-path, diff-size, dependency, llm."
+    )
+    path: str | None = None
+    line: int | None = Field(default=None, ge=1)
+    severity: Severity = Severity.ERROR
+    message: str = Field(max_length=2000)
+
+    @property
+    def blocking(self) -> bool:
+        """Warnings and errors request changes; info is only reported."""
+        return self.severity != Severity.INFO
+
+    @property
+    def key(self) -> str:
+        """Stable identity of the finding, for posting each one once per commit."""
+        text = f"{self.check}|{self.path or ''}|{self.line or 0}|{self.message}"
+        return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+    def describe(self) -> str:
+        where = f"{self.path}:{self.line}" if self.path and self.line else (self.path or "(change)")
+        return f"[{self.severity.value}] {where} ({self.check}): {self.message}"
+
+
+def verdict_for(findings: list[Finding]) -> Verdict:
+    return Verdict.REQUEST_CHANGES if any(f.blocking for f in findings) else Verdict.APPROVE
+
+
+class ReviewPolicy(BaseModel):
+    """What the reviewer enforces for one repository and ticket."""
+
+    protected_paths: list[str] = Field(default_factory=list)
+    max_diff_lines: int = 300
+    style_guide: str | None = None
+    architecture_docs: list[str] = Field(default_factory=list)
+
+
+class ReviewRequest(BaseModel):
+    """Input of ReviewWorkflow: one pushed commit of a ticket's pull request."""
+
+    ticket: Ticket
+    repo: RepoSpec
+    model: ModelSpec
+    caps: BudgetCaps
+    spent: Spend
+    pull_request: PullRequestRef
+    branch: str
+    base_commit: str
+    head_commit: str
+    round: int = Field(ge=1)
+    policy: ReviewPolicy
+
+
+class ReviewPart(BaseModel):
+    """What one group of checks found."""
+
+    checks_run: list[str] = Field(default_factory=list)
+    findings: list[Finding] = Field(default_factory=list)
+    usage: Spend = Field(default_factory=Spend)
+    summary: str = ""
+    budget_exhausted: str | None = None
+
+
+class PostReviewRequest(BaseModel):
+    repo: RepoSpec
+    number: int
+    head_commit: str
+    verdict: Verdict
+    summary: str
+    findings: list[Finding]
+
+
+class ReviewResult(BaseModel):
+    round: int
+    head_commit: str
+    verdict: Verdict
+    findings: list[Finding] = Field(default_factory=list)
+    checks_run: list[str] = Field(default_factory=list)
+    usage: Spend = Field(default_factory=Spend)
+    summary: str = ""
+    comments_posted: int = 0
+
+
+class Notification(BaseModel):
+    """A message for the team's chat: Slack and/or Discord incoming webhooks."""
+
+    title: str
+    text: str
+    url: str | None = None
+    fields: dict[str, str] = Field(default_factory=dict)
+
+
+class PullRequestBodyUpdate(BaseModel):
+    repo: RepoSpec
+    number: int
+    body: str
+
+
+class HumanComment(BaseModel):
+    """A person's comment on the pull request, sent to the running ticket."""
+
+    author: str = Field(min_length=1, max_length=200)
+    text: str = Field(min_length=1, max_length=20_000)

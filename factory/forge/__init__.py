@@ -4,7 +4,7 @@
 ``base`` and each backend in its own module.
 """
 
-from factory.forge.base import Forge, PullRequest, PullRequestComment
+from factory.forge.base import Forge, PullRequest, PullRequestComment, Review, ReviewComment, ReviewOutcome
 from factory.forge.local import LocalForge
 
-__all__ = ["Forge", "LocalForge", "PullRequest", "PullRequestComment"]
+__all__ = ["Forge", "LocalForge", "PullRequest", "PullRequestComment", "Review", "ReviewComment", "ReviewOutcome"]

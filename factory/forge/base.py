@@ -11,7 +11,15 @@ from typing import Literal, Protocol, runtime_checkable
 
 from pydantic import BaseModel, Field
 
-__all__ = ["Forge", "PullRequest", "PullRequestComment", "PullRequestState"]
+__all__ = [
+    "Forge",
+    "PullRequest",
+    "PullRequestComment",
+    "PullRequestState",
+    "Review",
+    "ReviewComment",
+    "ReviewOutcome",
+]
 
 PullRequestState = Literal["open", "closed", "merged"]
 
@@ -24,6 +32,33 @@ class PullRequestComment(BaseModel):
     created_at: str = Field(description="ISO 8601, UTC.")
     path: str | None = None
     line: int | None = None
+    commit: str | None = Field(default=None, description="The commit a review comment was made on.")
+    key: str | None = Field(default=None, description="Idempotence key: one comment per (commit, key).")
+
+
+class ReviewComment(BaseModel):
+    """A line comment of a review, with the key that makes posting it idempotent."""
+
+    key: str
+    body: str
+    path: str | None = None
+    line: int | None = None
+
+
+class Review(BaseModel):
+    """A verdict on one commit of a pull request."""
+
+    commit: str
+    verdict: Literal["approve", "request_changes"]
+    body: str
+    author: str
+    created_at: str
+
+
+class ReviewOutcome(BaseModel):
+    posted: int = Field(description="Comments posted by this call.")
+    already_posted: int = Field(description="Comments skipped because they were posted before on this commit.")
+    review: Review
 
 
 class PullRequest(BaseModel):
@@ -39,6 +74,7 @@ class PullRequest(BaseModel):
     created_at: str = Field(description="ISO 8601, UTC.")
     updated_at: str = Field(description="ISO 8601, UTC.")
     comments: list[PullRequestComment] = Field(default_factory=list)
+    reviews: list[Review] = Field(default_factory=list)
     repo: str = Field(default="", description="The forge's name for the repository (listings span repositories).")
 
 
@@ -89,3 +125,18 @@ class Forge(Protocol):
         path: str | None = None,
         line: int | None = None,
     ) -> PullRequestComment: ...
+
+    def submit_review(
+        self,
+        repo: str,
+        number: int,
+        *,
+        commit: str,
+        verdict: Literal["approve", "request_changes"],
+        body: str,
+        comments: list[ReviewComment],
+        author: str = "factory-reviewer",
+    ) -> ReviewOutcome:
+        """Post a review on ``commit``; idempotent: a comment whose key was posted on that commit
+        is not posted again, and one review per commit is kept (the latest verdict wins)."""
+        ...

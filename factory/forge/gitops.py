@@ -715,3 +715,83 @@ def _existing_head(git: _Git, bare_path: Path) -> str:
     return _decode(
         git.run(["rev-parse", "--verify", "HEAD^{commit}"], git_dir=bare_path, what=f"reading HEAD of {bare_path.name}")
     )
+
+
+# --------------------------------------------------------------------------
+# Reading a pushed change (for review)
+
+
+@dataclass(frozen=True)
+class ChangeSnapshot:
+    """A change as the forge holds it: the unified diff and the text of each changed file."""
+
+    diff: str
+    files_before: dict[str, str]
+    files_after: dict[str, str]
+    documents: dict[str, str]
+
+
+def _text_at(git: _Git, repo: Path, commit: str, path: str, max_bytes: int) -> str | None:
+    result = git.run_unchecked(["cat-file", "blob", f"{commit}:{path}"], git_dir=repo)
+    if result.returncode != 0 or len(result.stdout) > max_bytes or b"\0" in result.stdout[:8000]:
+        return None
+    return result.stdout.decode("utf-8", "replace")
+
+
+def read_change(
+    remote_url: str,
+    base_commit: str,
+    head_commit: str,
+    *,
+    documents: Sequence[str] = (),
+    max_file_bytes: int = 1_000_000,
+) -> ChangeSnapshot:
+    """Fetch ``base..head`` from the forge into a fresh repository and read the diff and changed files
+    (and the text of ``documents`` at head: style guide, architecture notes).
+
+    Like the push, this runs only in a repository the host made itself, with hooks
+    and configuration disabled; nothing from a sandbox is involved.
+    """
+    _check_object_id("base_commit", base_commit)
+    _check_object_id("head_commit", head_commit)
+    with _git_session() as git, tempfile.TemporaryDirectory(prefix="factory-review-") as scratch:
+        repo = Path(scratch) / "review.git"
+        object_format = "sha256" if len(head_commit) == 64 else "sha1"
+        git.run(["init", "--quiet", "--bare", "--template=", f"--object-format={object_format}", str(repo)])
+        git.run(
+            [
+                "fetch",
+                "--quiet",
+                "--no-tags",
+                "--no-write-fetch-head",
+                "--",
+                remote_url,
+                f"{base_commit}:refs/factory/base",
+                f"{head_commit}:refs/factory/head",
+            ],
+            git_dir=repo,
+            timeout=NETWORK_TIMEOUT_S,
+            what=f"git fetch {_redact(remote_url)}",
+        )
+        diff = _decode(git.run(["diff", "--no-color", "--no-ext-diff", "-M", base_commit, head_commit], git_dir=repo))
+        names = _decode(
+            git.run(["diff", "--name-only", "--no-renames", "-z", base_commit, head_commit], git_dir=repo)
+        ).split("\0")
+        before: dict[str, str] = {}
+        after: dict[str, str] = {}
+        for path in filter(None, names):
+            if (text := _text_at(git, repo, base_commit, path, max_file_bytes)) is not None:
+                before[path] = text
+            if (text := _text_at(git, repo, head_commit, path, max_file_bytes)) is not None:
+                after[path] = text
+        docs = {
+            path: text
+            for path in documents
+            if (text := _text_at(git, repo, head_commit, path, max_file_bytes)) is not None
+        }
+    return ChangeSnapshot(
+        diff=diff + ("\n" if diff and not diff.endswith("\n") else ""),
+        files_before=before,
+        files_after=after,
+        documents=docs,
+    )

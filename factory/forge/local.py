@@ -24,12 +24,19 @@ import tempfile
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import get_args
+from typing import Literal, get_args
 
 from pydantic import ValidationError
 
 from factory.errors import ForgeError, GitError
-from factory.forge.base import PullRequest, PullRequestComment, PullRequestState
+from factory.forge.base import (
+    PullRequest,
+    PullRequestComment,
+    PullRequestState,
+    Review,
+    ReviewComment,
+    ReviewOutcome,
+)
 from factory.forge.gitops import create_bare_repo_from_dir, remote_branch_sha
 
 __all__ = ["LocalForge"]
@@ -243,3 +250,31 @@ class LocalForge:
             updated = pr.model_copy(update={"comments": [*pr.comments, comment], "updated_at": comment.created_at})
             self._write(prs, updated)
             return comment
+
+    def submit_review(
+        self,
+        repo: str,
+        number: int,
+        *,
+        commit: str,
+        verdict: Literal["approve", "request_changes"],
+        body: str,
+        comments: list[ReviewComment],
+        author: str = "factory-reviewer",
+    ) -> ReviewOutcome:
+        with self._locked(repo) as prs:
+            pr = self._read(repo, prs, number)
+            now = _now()
+            posted_keys = {(c.commit, c.key) for c in pr.comments if c.key is not None}
+            new = [
+                PullRequestComment(
+                    author=author, body=c.body, created_at=now, path=c.path, line=c.line, commit=commit, key=c.key
+                )
+                for c in comments
+                if (commit, c.key) not in posted_keys
+            ]
+            review = Review(commit=commit, verdict=verdict, body=body, author=author, created_at=now)
+            reviews = [r for r in pr.reviews if r.commit != commit] + [review]
+            updated = pr.model_copy(update={"comments": [*pr.comments, *new], "reviews": reviews, "updated_at": now})
+            self._write(prs, updated)
+            return ReviewOutcome(posted=len(new), already_posted=len(comments) - len(new), review=review)

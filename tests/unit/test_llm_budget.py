@@ -155,7 +155,7 @@ def test_an_unknown_price_with_a_cost_cap_is_refused_at_submission() -> None:
         resolve_model_spec("acme/mystery", Settings(), playbook=None, cost_capped=True)
     assert str(caught.value) == (
         "no known price for model 'acme/mystery': add [prices.\"acme/mystery\"] input_per_mtok/output_per_mtok "
-        "to factory.toml, or remove the cost cap"
+        'to factory.toml, or remove the cost cap (cost_usd = "none")'
     )
     assert caught.value.permanent
 
