@@ -33,6 +33,8 @@ from temporalio.service import RPCError
 from factory.config import Settings, load_settings
 from factory.errors import FactoryError, ServerUnreachable, TicketInvalid
 from factory.models import (
+    TERMINAL_STATES,
+    HumanComment,
     Ticket,
     TicketResult,
     TicketRun,
@@ -175,27 +177,47 @@ async def wait_for_ticket(
     on_status: Callable[[TicketStatus], Awaitable[None] | None] | None = None,
     poll_s: float = 1.0,
 ) -> TicketResult | None:
-    """Follow a ticket until it ends; returns its result (None when it was cancelled or terminated)."""
+    """Follow a ticket until it reaches an end state; returns its result (None when cancelled or terminated).
+
+    A ticket that is ready for merge keeps running to listen for comments on its
+    pull request; following it stops there, with the result its status reports.
+    """
     handle: WorkflowHandle[Any, TicketResult] = client.get_workflow_handle(workflow_id, result_type=TicketResult)
     while True:
         description = await handle.describe()
-        if on_status is not None:
-            try:
-                status = await ticket_status(client, workflow_id)
-            except RPCError:
-                status = None
-            if status is not None:
-                maybe = on_status(status)
-                if maybe is not None:
-                    await maybe
+        try:
+            status = await ticket_status(client, workflow_id)
+        except RPCError:
+            status = None
+        if status is not None and on_status is not None:
+            maybe = on_status(status)
+            if maybe is not None:
+                await maybe
         if description.status != WorkflowExecutionStatus.RUNNING:
             break
+        if status is not None and status.state in TERMINAL_STATES:
+            return _result_from_status(status)
         await asyncio.sleep(poll_s)
     try:
         result: TicketResult = await handle.result()
         return result
     except WorkflowFailureError:
         return None
+
+
+def _result_from_status(status: TicketStatus) -> TicketResult:
+    return TicketResult(
+        ticket_id=status.ticket_id,
+        state=status.state,
+        reason=status.reason or status.state.value,
+        spend=status.spend,
+        caps=status.caps,
+        branch=status.branch,
+        pull_request=status.pull_request,
+        test_rounds=status.test_rounds,
+        review_rounds=status.review_rounds,
+        open_findings=status.open_findings,
+    )
 
 
 async def ensure_search_attributes(client: Client, namespace: str) -> list[str]:
@@ -321,12 +343,17 @@ def show(ctx: typer.Context, ticket_id: Annotated[str, typer.Argument(help="Tick
         if status.reason:
             console.print(f"reason: {status.reason}")
         label = " (offline scripted model)" if status.scripted_model else ""
-        console.print(f"model: {status.model}{label} · steps: {status.step} · test rounds: {status.test_rounds}")
+        console.print(
+            f"model: {status.model}{label} · steps: {status.step} · test rounds: {status.test_rounds}"
+            f" · review rounds: {status.review_rounds}"
+        )
         console.print(f"spend: {status.spend.describe(status.caps)}")
         if status.branch:
             console.print(f"branch: {status.branch}")
         if status.pull_request:
             console.print(f"pull request: #{status.pull_request.number} {status.pull_request.url}")
+        for finding in status.open_findings[:10]:
+            console.print(f"open finding: {finding}", markup=False)
         console.print(f"web UI: {_ui_link(settings, workflow_id)}")
         if status.log:
             console.print("log:")
@@ -355,6 +382,63 @@ def cancel(ctx: typer.Context, ticket_id: Annotated[str, typer.Argument(help="Ti
         console.print(f"cancellation requested for {ticket_id}; its sandbox will be destroyed")
 
     _run(go())
+
+
+@app.command()
+def comment(
+    ctx: typer.Context,
+    ticket_id: Annotated[str, typer.Argument(help="Ticket id.")],
+    text: Annotated[str, typer.Argument(help="The comment, as a reviewer would write it on the PR.")],
+    author: Annotated[str, typer.Option(help="Who says it.")] = os.environ.get("USER", "human"),
+) -> None:
+    """Comment on a ticket's pull request: the running ticket starts a fix round for it."""
+    settings = ctx.obj.settings()
+    note = HumanComment(author=author or "human", text=text) if text.strip() else None
+    if note is None:
+        raise UserError("the comment is empty", 2)
+
+    async def go() -> None:
+        client = await connect(settings)
+        handle = client.get_workflow_handle(workflow_id_for(ticket_id))
+        try:
+            description = await handle.describe()
+        except RPCError:
+            raise UserError(f"no ticket {ticket_id} on {settings.temporal.address}") from None
+        if description.status != WorkflowExecutionStatus.RUNNING:
+            raise UserError(f"ticket {ticket_id} is no longer running; open a new ticket for more work")
+        await handle.signal(TicketWorkflow.comment, note)
+        console.print(f"comment sent to {ticket_id}; it starts a fix round on the same branch")
+
+    _run(go())
+
+
+@app.command("check-deps")
+def check_deps(
+    ctx: typer.Context,
+    specs: Annotated[list[str] | None, typer.Argument(metavar="NAME[==VERSION]...", help="Packages to check.")] = None,
+    ecosystem: Annotated[str, typer.Option(help="pypi or npm.")] = "pypi",
+    diff: Annotated[Path | None, typer.Option(help="Check the dependencies a unified diff adds or changes.")] = None,
+) -> None:
+    """Hallucination Check: each package must exist, the version too, not yanked, not vulnerable, not a typo-squat."""
+    from factory.governance.check_deps import run_check_deps
+    from factory.governance.registry import registry_client
+
+    if ecosystem not in {"pypi", "npm"}:
+        raise UserError(f"unknown ecosystem {ecosystem!r}: pypi or npm", 2)
+    if diff is not None and not diff.is_file():
+        raise UserError(f"diff file {diff} does not exist", 2)
+    settings = ctx.obj.settings()
+    with registry_client(settings) as client:
+        code = run_check_deps(
+            list(specs or []),
+            ecosystem=ecosystem,
+            diff_file=diff,
+            client=client,
+            settings=settings.governance,
+            out=lambda line: console.print(line, markup=False, highlight=False),
+            repo_dir=Path.cwd() if diff is not None else None,
+        )
+    raise typer.Exit(code)
 
 
 @app.command()
@@ -629,7 +713,9 @@ def _escape(text: str) -> str:
 def main() -> None:
     """Entry point: user errors become one line on stderr, never a traceback."""
     try:
-        app(standalone_mode=False)
+        # Without standalone mode click returns the code of a typer.Exit instead of raising it.
+        code = app(standalone_mode=False)
+        sys.exit(code if isinstance(code, int) else 0)
     except typer.Exit as exc:
         sys.exit(exc.exit_code)
     except (FactoryError, UserError) as exc:

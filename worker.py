@@ -1,9 +1,10 @@
 """Runs the factory's workers: `python worker.py [--queue NAME]...` (or `factory worker`).
 
-Queues: ``execution`` (ticket workflows and the activities any host can run) and
+Queues: ``execution`` (ticket workflows and the activities any host can run),
 ``execution@<host>`` (this host's sandboxes: the workspace lives here, so every
-sandbox activity of a ticket is routed to the host that provisioned it). The
-``governance`` and ``discovery`` queues get their workers with their workflows.
+sandbox activity of a ticket is routed to the host that provisioned it) and
+``governance`` (review workflows and their checks). The ``discovery`` queue gets
+its worker with its workflow.
 """
 
 from __future__ import annotations
@@ -17,16 +18,18 @@ import structlog
 from temporalio.client import Client
 from temporalio.worker import Worker
 
+from activities.review import GovernanceActivities
 from activities.ticket import TicketActivities, host_queue
 from factory.config import Settings, load_settings
 from factory.errors import FactoryError
 from factory.llm.scripted import register_scripted_provider
 from factory.telemetry import configure_logging
+from workflows.review import GOVERNANCE_QUEUE, ReviewWorkflow
 from workflows.ticket import TicketWorkflow
 
 __all__ = ["QUEUES", "build_workers", "run_forever", "run_workers"]
 
-QUEUES = ("execution",)
+QUEUES = ("execution", "governance")
 log = structlog.get_logger()
 
 
@@ -42,6 +45,11 @@ def build_workers(client: Client, settings: Settings, queues: list[str] | None =
         workers.append(Worker(client, task_queue="execution", workflows=[TicketWorkflow], activities=activities.all()))
         workers.append(
             Worker(client, task_queue=host_queue("execution", settings.host_name), activities=activities.all())
+        )
+    if GOVERNANCE_QUEUE in wanted:
+        governance = GovernanceActivities(settings)
+        workers.append(
+            Worker(client, task_queue=GOVERNANCE_QUEUE, workflows=[ReviewWorkflow], activities=governance.all())
         )
     return workers
 

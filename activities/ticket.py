@@ -147,7 +147,12 @@ class TicketActivities:
     @timed("provision")
     async def provision_sandbox(self, request: ProvisionRequest) -> SandboxHandle:
         container_id, name, workspace = await in_thread(
-            self.sandboxes.provision, request.ticket_id, request.workflow_id, request.image, request.limits
+            self.sandboxes.provision,
+            request.ticket_id,
+            request.workflow_id,
+            request.image,
+            request.limits,
+            request.instance,
         )
         log.info("sandbox_provisioned", ticket_id=request.ticket_id, workflow_id=request.workflow_id, container=name)
         return SandboxHandle(container_id=container_id, name=name, workspace=str(workspace.root), task_queue=self.queue)
@@ -165,7 +170,8 @@ class TicketActivities:
                     shutil.rmtree(child)
                 else:
                     child.unlink()
-            base = clone_for_sandbox(request.repo.clone_url, workspace.repo, request.repo.default_branch)
+            branch = request.branch or request.repo.default_branch
+            base = clone_for_sandbox(request.repo.clone_url, workspace.repo, branch)
             files = sum(len(names) for root, _, names in os.walk(workspace.repo) if ".git" not in Path(root).parts)
             # From here on the sandbox owns the tree; the host never runs git in it again.
             chown_tree_to_sandbox(workspace.repo)
@@ -196,7 +202,13 @@ class TicketActivities:
     @boundary
     @timed("other")
     async def begin_transcript(self, request: TranscriptStart) -> None:
-        agent_step.begin(self._workspace(request.sandbox), request.run, request.branch, request.tests_before)
+        workspace = self._workspace(request.sandbox)
+        if request.continue_from:
+            agent_step.continue_transcript(workspace, Workspace(Path(request.continue_from)))
+        else:
+            agent_step.begin(workspace, request.run, request.branch, request.tests_before)
+        if request.feedback:
+            agent_step.add_feedback(workspace, request.feedback_key or "feedback", request.feedback)
 
     @activity.defn
     @boundary

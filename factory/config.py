@@ -131,7 +131,11 @@ class GovernanceConfig(BaseModel):
 
     model_config = {"extra": "forbid"}
 
+    enabled: bool = Field(default=True, description="Review every pull request before it is ready for merge.")
     max_review_rounds: int = Field(default=3, ge=1, description="Review → fix rounds before needs_human.")
+    await_comments_hours: float = Field(
+        default=72, ge=0, description="How long a ready ticket keeps listening for human comments on its PR."
+    )
     protected_paths: list[str] = Field(
         default_factory=lambda: [".github/**", ".ci/**", ".gitlab-ci.yml", "Jenkinsfile", ".circleci/**"],
         description="fnmatch patterns of paths an agent must not change.",

@@ -72,5 +72,6 @@ def prepare_demo(settings: Settings, tickets_dir: Path, echo: Callable[[str], No
     plan = DemoPlan(model=model, banner=banner)
     for path in tickets:
         ticket = parse_ticket(path.read_text())
-        plan.runs.append(resolve_ticket_run(ticket, settings, model=model))
+        reviewer = SCRIPTED if model == SCRIPTED else None
+        plan.runs.append(resolve_ticket_run(ticket, settings, model=model, reviewer=reviewer))
     return plan

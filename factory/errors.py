@@ -12,6 +12,7 @@ __all__ = [
     "BundleRejected",
     "CommandTimeout",
     "ConfigError",
+    "DiffInvalid",
     "DockerUnavailable",
     "FactoryError",
     "ForgeError",
@@ -21,9 +22,12 @@ __all__ = [
     "ModelPriceUnknown",
     "ModelRequestRefused",
     "NotificationFailed",
+    "PackageNameInvalid",
     "PlaybookError",
     "ProtectedBranchRefused",
+    "RegistryUnreachable",
     "RemoteBranchConflict",
+    "ReviewToolFailed",
     "SandboxError",
     "SandboxGone",
     "ServerUnreachable",
@@ -154,5 +158,29 @@ class BudgetExhausted(FactoryError):
 
 class PlaybookError(ModelError):
     """The offline scripted model's playbook is missing, invalid or used up."""
+
+    permanent = True
+
+
+class DiffInvalid(FactoryError):
+    """The diff of a change under review cannot be parsed as a unified diff."""
+
+    permanent = True
+
+
+class ReviewToolFailed(FactoryError):
+    """A tool of the deterministic review (ruff, eslint) could not run or gave no readable answer."""
+
+
+class RegistryUnreachable(FactoryError):
+    """A package registry (PyPI, npm) could not answer: network error, timeout, 5xx or an unreadable reply.
+
+    Not permanent: the registry may come back. The Hallucination Check fails closed on it
+    (the dependency is "unverified", which blocks).
+    """
+
+
+class PackageNameInvalid(FactoryError):
+    """A package name breaks the registry's naming rules, so it is never looked up."""
 
     permanent = True

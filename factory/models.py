@@ -10,7 +10,7 @@ import hashlib
 import json
 import re
 from enum import StrEnum
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
@@ -292,6 +292,15 @@ class TicketLimits(BaseModel):
     sandbox: SandboxLimits = Field(default_factory=SandboxLimits)
 
 
+class ReviewPolicy(BaseModel):
+    """What the reviewer enforces for one repository and ticket."""
+
+    protected_paths: list[str] = Field(default_factory=list)
+    max_diff_lines: int = 300
+    style_guide: str | None = None
+    architecture_docs: list[str] = Field(default_factory=list)
+
+
 class TicketRun(BaseModel):
     """The workflow input: the ticket and everything resolved for it at submission."""
 
@@ -300,6 +309,12 @@ class TicketRun(BaseModel):
     model: ModelSpec
     caps: BudgetCaps
     limits: TicketLimits = Field(default_factory=TicketLimits)
+    reviewer: ModelSpec | None = Field(default=None, description="None: no governance, end at the pull request.")
+    review: ReviewPolicy | None = None
+    max_review_rounds: int = Field(default=3, ge=1)
+    await_comments_s: int = Field(
+        default=0, ge=0, description="How long a ready ticket keeps listening for human comments on its PR."
+    )
 
 
 # --------------------------------------------------------------------------
@@ -318,11 +333,13 @@ class ProvisionRequest(BaseModel):
     workflow_id: str
     image: str
     limits: SandboxLimits
+    instance: int = Field(default=1, ge=1, description="Fix rounds get a fresh sandbox: 2, 3, ...")
 
 
 class CloneRequest(BaseModel):
     sandbox: SandboxHandle
     repo: RepoSpec
+    branch: str | None = Field(default=None, description="Clone this branch instead of the default one.")
 
 
 class CloneResult(BaseModel):
@@ -357,6 +374,9 @@ class TranscriptStart(BaseModel):
     run: TicketRun
     branch: str
     tests_before: CommandResult | None = None
+    continue_from: str | None = Field(default=None, description="Workspace of the previous round, to continue.")
+    feedback: str | None = Field(default=None, description="Review findings or human comments to act on.")
+    feedback_key: str | None = None
 
 
 class ModelStepRequest(BaseModel):
@@ -466,6 +486,8 @@ class TicketStatus(BaseModel):
     caps: BudgetCaps = Field(default_factory=BudgetCaps)
     branch: str | None = None
     pull_request: PullRequestRef | None = None
+    review_rounds: int = 0
+    open_findings: list[str] = Field(default_factory=list)
     log: list[str] = Field(default_factory=list, description="The newest lines of the ticket's log.")
 
 
@@ -478,6 +500,8 @@ class TicketResult(BaseModel):
     branch: str | None = None
     pull_request: PullRequestRef | None = None
     test_rounds: int = 0
+    review_rounds: int = 0
+    open_findings: list[str] = Field(default_factory=list)
 
 
 # --------------------------------------------------------------------------
@@ -526,15 +550,6 @@ def verdict_for(findings: list[Finding]) -> Verdict:
     return Verdict.REQUEST_CHANGES if any(f.blocking for f in findings) else Verdict.APPROVE
 
 
-class ReviewPolicy(BaseModel):
-    """What the reviewer enforces for one repository and ticket."""
-
-    protected_paths: list[str] = Field(default_factory=list)
-    max_diff_lines: int = 300
-    style_guide: str | None = None
-    architecture_docs: list[str] = Field(default_factory=list)
-
-
 class ReviewRequest(BaseModel):
     """Input of ReviewWorkflow: one pushed commit of a ticket's pull request."""
 
@@ -579,6 +594,7 @@ class ReviewResult(BaseModel):
     usage: Spend = Field(default_factory=Spend)
     summary: str = ""
     comments_posted: int = 0
+    budget_exhausted: str | None = None
 
 
 class Notification(BaseModel):
@@ -588,6 +604,9 @@ class Notification(BaseModel):
     text: str
     url: str | None = None
     fields: dict[str, str] = Field(default_factory=dict)
+    channel: Literal["slack", "discord"] | None = Field(
+        default=None, description="One channel (retried on its own), or None for every configured one."
+    )
 
 
 class PullRequestBodyUpdate(BaseModel):

@@ -58,8 +58,12 @@ def send_notification(
 ) -> list[str]:
     """Post to every configured webhook; returns the channels that accepted it."""
     targets = [
-        ("slack", config.slack_webhook_url, slack_payload(note)),
-        ("discord", config.discord_webhook_url, discord_payload(note)),
+        (channel, url, payload)
+        for channel, url, payload in (
+            ("slack", config.slack_webhook_url, slack_payload(note)),
+            ("discord", config.discord_webhook_url, discord_payload(note)),
+        )
+        if note.channel in (None, channel)
     ]
     delivered: list[str] = []
     failures: list[str] = []

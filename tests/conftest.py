@@ -31,8 +31,11 @@ FIXTURES = ROOT / "tests" / "fixtures"
 EXAMPLE_TICKET = ROOT / "examples" / "tickets" / "CALC-1.json"
 
 
-def write_config(directory: Path, extra: str = "", *, playbooks: Path | None = None) -> Path:
-    """A factory.toml for a test: state under ``directory``, the example repo on a local forge."""
+def write_config(directory: Path, extra: str = "", *, playbooks: Path | None = None, governance: bool = False) -> Path:
+    """A factory.toml for a test: state under ``directory``, the example repo on a local forge.
+
+    Governance (review rounds) is off unless asked for, so execution tests see only execution.
+    """
     playbooks = playbooks or (ROOT / "examples" / "playbooks")
     path = directory / "factory.toml"
     path.write_text(
@@ -42,6 +45,8 @@ home = "{directory / ".factory"}"
 coder = "scripted"
 playbooks_dir = "{playbooks}"
 scripted_call_log = "{directory / "model-calls.jsonl"}"
+[governance]
+enabled = {"true" if governance else "false"}
 [limits]
 heartbeat_timeout_s = 5
 command_timeout_s = 60
@@ -55,8 +60,10 @@ test_command = "python3 -m pytest -q -p no:cacheprovider"
     return path
 
 
-def make_settings(directory: Path, extra: str = "", *, playbooks: Path | None = None) -> Settings:
-    settings = load_settings(write_config(directory, extra, playbooks=playbooks))
+def make_settings(
+    directory: Path, extra: str = "", *, playbooks: Path | None = None, governance: bool = False
+) -> Settings:
+    settings = load_settings(write_config(directory, extra, playbooks=playbooks, governance=governance))
     seed_local_forge(settings)
     return settings
 
@@ -115,9 +122,16 @@ EXAMPLE_PLAYBOOK = ROOT / "examples" / "playbooks" / "CALC-1.yaml"
 
 
 def copy_playbook(name: str, ticket_id: str, directory: Path) -> Path:
-    """Install a playbook (a fixture name, or "example") as the playbook of ``ticket_id``."""
+    """Install a playbook (a fixture name, "example" or "example.review") as the playbook of ``ticket_id``.
+
+    Reviewer playbooks (``review-*`` fixtures, ``example.review``) become ``<ticket_id>.review.yaml``.
+    """
     directory.mkdir(parents=True, exist_ok=True)
-    target = directory / f"{ticket_id}.yaml"
-    source = EXAMPLE_PLAYBOOK if name == "example" else FIXTURES / "playbooks" / f"{name}.yaml"
+    suffix = ".review" if name.startswith("review") or name.endswith(".review") else ""
+    target = directory / f"{ticket_id}{suffix}.yaml"
+    if name.startswith("example"):
+        source = EXAMPLE_PLAYBOOK.with_name(f"CALC-1{suffix}.yaml")
+    else:
+        source = FIXTURES / "playbooks" / f"{name}.yaml"
     shutil.copy(source, target)
     return target

@@ -15,6 +15,7 @@ from temporalio.common import RetryPolicy
 from temporalio.exceptions import ActivityError, ApplicationError, CancelledError
 
 with workflow.unsafe.imports_passed_through():
+    from activities.review import GovernanceActivities
     from activities.ticket import TicketActivities
     from factory.models import (
         CloneRequest,
@@ -22,11 +23,16 @@ with workflow.unsafe.imports_passed_through():
         CommandResult,
         ExportRequest,
         FeedbackRequest,
+        HumanComment,
         ModelStepRequest,
+        Notification,
         ProvisionRequest,
+        PullRequestBodyUpdate,
         PullRequestRef,
         PullRequestRequest,
         PushRequest,
+        ReviewRequest,
+        ReviewResult,
         SandboxHandle,
         Spend,
         TicketResult,
@@ -35,35 +41,16 @@ with workflow.unsafe.imports_passed_through():
         TicketStatus,
         ToolCallRequest,
         TranscriptStart,
+        Verdict,
         branch_name,
     )
+    from workflows.retry import ACTIVITY_RETRY
+    from workflows.review import GOVERNANCE_QUEUE, ReviewWorkflow
     from workflows.search_attributes import TICKET_STATE
 
-__all__ = ["PERMANENT_ERRORS", "TicketWorkflow"]
+__all__ = ["TicketWorkflow"]
 
-# Error types (FactoryError class names) that no retry can fix.
-PERMANENT_ERRORS = [
-    "ConfigError",
-    "TicketInvalid",
-    "UnknownRepo",
-    "ImageMissing",
-    "SandboxGone",
-    "CommandTimeout",
-    "BundleRejected",
-    "ProtectedBranchRefused",
-    "ModelPriceUnknown",
-    "ModelRequestRefused",
-    "BudgetExhausted",
-    "PlaybookError",
-]
-
-_RETRY = RetryPolicy(
-    initial_interval=timedelta(seconds=1),
-    backoff_coefficient=2.0,
-    maximum_interval=timedelta(seconds=30),
-    maximum_attempts=6,
-    non_retryable_error_types=PERMANENT_ERRORS,
-)
+_RETRY = ACTIVITY_RETRY
 _LOG_LINES = 40
 
 
@@ -81,6 +68,12 @@ class TicketWorkflow:
     def __init__(self) -> None:
         self._status: TicketStatus | None = None
         self._sandbox: SandboxHandle | None = None
+        self._last_workspace: str | None = None
+        self._instances = 0
+        self._comments: list[HumanComment] = []
+        self._closed = False
+        self._pr_body = ""
+        self._diffstat = ""
 
     @workflow.query
     def status(self) -> TicketStatus | None:
@@ -128,24 +121,7 @@ class TicketWorkflow:
         status = self._state()
         status.branch = branch
 
-        self._phase("provisioning sandbox")
-        sandbox = await workflow.execute_activity_method(
-            TicketActivities.provision_sandbox,
-            ProvisionRequest(
-                ticket_id=ticket.id,
-                workflow_id=workflow.info().workflow_id,
-                image=run.repo.image,
-                limits=limits.sandbox,
-            ),
-            task_queue="execution",
-            start_to_close_timeout=timedelta(minutes=3),
-            heartbeat_timeout=timedelta(seconds=limits.heartbeat_timeout_s),
-            retry_policy=_RETRY,
-            summary=f"provision sandbox ({run.repo.image})",
-        )
-        self._sandbox = sandbox
-        self._log(f"sandbox {sandbox.name} on {sandbox.task_queue}")
-
+        sandbox = await self._provision(run, instance=1)
         self._phase("cloning")
         clone = await self._on_host(
             TicketActivities.clone_repository,
@@ -169,53 +145,15 @@ class TicketWorkflow:
             TranscriptStart(sandbox=sandbox, run=run, branch=branch, tests_before=before),
             summary="write task prompt",
         )
-
-        agent_summary = ""
-        after: CommandResult | None = None
-        while True:
-            agent_summary = await self._agent_until_submit(run, sandbox)
-            status.test_rounds += 1
-            rounds = status.test_rounds
-            self._phase(f"test gate, round {rounds}")
-            after = await self._command(run.repo.test_command, f"tests-round-{rounds}", limits.test_timeout_s)
-            self._log(f"test gate round {rounds}: {'pass' if after.ok else 'fail'} (exit {after.exit_code})")
-            if after.ok:
-                break
-            if rounds >= limits.max_test_rounds:
-                raise _TicketEnded(TicketState.FAILED, f"tests still fail after {rounds} test round(s)")
-            await self._on_host(
-                TicketActivities.add_feedback,
-                FeedbackRequest(sandbox=sandbox, key=f"tests-round-{rounds}", text=_test_feedback(run, after, rounds)),
-                summary=f"feed back test failure (round {rounds})",
-            )
-
-        self._phase("exporting commits")
-        export = await self._on_host(
-            TicketActivities.export_changes,
-            ExportRequest(sandbox=sandbox, base_commit=clone.base_commit, message=_commit_message(run, agent_summary)),
-            summary="export commits (git bundle)",
-        )
-        if export.empty or export.head_commit is None or export.bundle_path is None:
+        agent_summary, after = await self._agent_and_test_gate(run, sandbox)
+        head = await self._export_and_push(run, sandbox, clone.base_commit, branch, agent_summary)
+        if head is None:
             raise _TicketEnded(TicketState.FAILED, "the agent produced no change (empty diff)")
-        self._log(f"exported {export.head_commit[:10]}: {export.diffstat or ', '.join(export.changed_files)}")
-
-        self._phase("pushing")
-        pushed = await self._on_host(
-            TicketActivities.push_branch,
-            PushRequest(
-                repo=run.repo,
-                branch=branch,
-                bundle_path=export.bundle_path,
-                base_commit=clone.base_commit,
-                head_commit=export.head_commit,
-            ),
-            summary=f"push {branch}",
-            timeout_s=600,
-        )
-        self._log(f"pushed {pushed.branch} at {pushed.head_commit[:10]}")
 
         self._phase("opening pull request")
-        body = _pull_request_body(run, agent_summary, before, after, export.diffstat, status.spend, status.test_rounds)
+        self._pr_body = _pull_request_body(
+            run, agent_summary, before, after, self._diffstat, status.spend, status.test_rounds
+        )
         pr: PullRequestRef = await workflow.execute_activity_method(
             TicketActivities.open_pull_request,
             PullRequestRequest(
@@ -223,7 +161,7 @@ class TicketWorkflow:
                 head=branch,
                 base=run.repo.default_branch,
                 title=f"{run.ticket.id}: {run.ticket.display_title}",
-                body=body,
+                body=self._pr_body,
             ),
             task_queue="execution",
             start_to_close_timeout=timedelta(minutes=2),
@@ -232,7 +170,241 @@ class TicketWorkflow:
         )
         status.pull_request = pr
         self._log(f"pull request #{pr.number} {'opened' if pr.created else 'found'}: {pr.url}")
-        return self._finish(TicketState.READY_FOR_MERGE, f"pull request #{pr.number} is ready for merge")
+        if run.reviewer is None or run.review is None:
+            return self._finish(TicketState.READY_FOR_MERGE, f"pull request #{pr.number} is ready for merge")
+        return await self._govern(run, pr, clone.base_commit, head)
+
+    async def _govern(self, run: TicketRun, pr: PullRequestRef, base_commit: str, head: str) -> TicketResult:
+        """Review → fix rounds until approved; then wait for human comments, which start a fix round too."""
+        assert run.reviewer is not None and run.review is not None
+        status = self._state()
+        fixed = 0
+        while True:
+            status.review_rounds += 1
+            rounds = status.review_rounds
+            self._phase(f"review round {rounds}")
+            review: ReviewResult = await workflow.execute_child_workflow(
+                ReviewWorkflow.run,
+                ReviewRequest(
+                    ticket=run.ticket,
+                    repo=run.repo,
+                    model=run.reviewer,
+                    caps=run.caps,
+                    spent=status.spend,
+                    pull_request=pr,
+                    branch=pr.head,
+                    base_commit=base_commit,
+                    head_commit=head,
+                    round=rounds,
+                    policy=run.review,
+                ),
+                id=f"review-{run.ticket.id}-{head[:12]}",
+                task_queue=GOVERNANCE_QUEUE,
+                static_summary=f"review {run.ticket.id} round {rounds} ({head[:10]})",
+            )
+            status.spend = status.spend.plus(review.usage)
+            blocking = [f.describe() for f in review.findings if f.blocking]
+            status.open_findings = blocking
+            self._log(f"review round {rounds}: {review.verdict.value} ({len(blocking)} blocking finding(s))")
+            if review.budget_exhausted is not None:
+                raise _TicketEnded(TicketState.BUDGET_EXHAUSTED, f"review: {review.budget_exhausted}")
+            feedback: str | None = None
+            if review.verdict == Verdict.APPROVE:
+                feedback = await self._ready_for_merge(run, pr, review, fixed)
+                if feedback is None:
+                    return self._result(TicketState.READY_FOR_MERGE)
+            elif rounds >= run.max_review_rounds:
+                raise _TicketEnded(
+                    TicketState.NEEDS_HUMAN,
+                    f"review still requests changes after {rounds} round(s): " + "; ".join(blocking[:5]),
+                )
+            else:
+                fixed += len(blocking)
+                feedback = _review_feedback(review, self._take_comments())
+            head = await self._fix_round(run, pr, feedback, rounds)
+
+    async def _ready_for_merge(
+        self, run: TicketRun, pr: PullRequestRef, review: ReviewResult, fixed: int
+    ) -> str | None:
+        """Mark ready, tell the team, then listen for human comments; returns one to act on, if any."""
+        status = self._state()
+        self._set_state(TicketState.READY_FOR_MERGE)
+        status.reason = f"pull request #{pr.number} approved by review; ready for merge"
+        self._phase("ready for merge")
+        self._log(status.reason)
+        summary = _governance_summary(review, fixed, status)
+        await self._best_effort(
+            GovernanceActivities.update_pull_request_body,
+            PullRequestBodyUpdate(repo=run.repo, number=pr.number, body=f"{self._pr_body}\n\n{summary}"),
+            "add the governance summary to the pull request",
+        )
+        note = Notification(
+            title=f"{run.ticket.id} ready for merge: {run.ticket.display_title}",
+            text=f"Pull request #{pr.number} ({pr.head}) passed review.",
+            url=pr.url,
+            fields={
+                "checks": ", ".join(review.checks_run),
+                "findings fixed": str(fixed),
+                "review rounds": str(status.review_rounds),
+                "cost": f"${status.spend.cost_usd:.4f}",
+            },
+        )
+        # One activity per channel, so a retry never posts twice to the channel that worked.
+        for channel in ("slack", "discord"):
+            await self._best_effort(
+                GovernanceActivities.notify,
+                note.model_copy(update={"channel": channel}),
+                f"notify {channel}: ready for merge",
+            )
+        # Nothing left to run in the sandbox while a person reads the PR.
+        await self._destroy_sandbox()
+        if run.await_comments_s > 0:
+            try:
+                await workflow.wait_condition(
+                    lambda: bool(self._comments) or self._closed, timeout=timedelta(seconds=run.await_comments_s)
+                )
+            except TimeoutError:
+                self._log("no comments on the pull request; stopped listening")
+        if self._comments and not self._closed:
+            self._set_state(TicketState.RUNNING)
+            return _review_feedback(None, self._take_comments())
+        return None
+
+    async def _fix_round(self, run: TicketRun, pr: PullRequestRef, feedback: str, rounds: int) -> str:
+        """A fresh sandbox on the PR branch continues the conversation with the feedback, then pushes."""
+        previous = self._last_workspace
+        await self._destroy_sandbox()
+        instance = self._instances + 1
+        sandbox = await self._provision(run, instance=instance)
+        clone = await self._on_host(
+            TicketActivities.clone_repository,
+            CloneRequest(sandbox=sandbox, repo=run.repo, branch=pr.head),
+            summary=f"clone {run.repo.name}@{pr.head}",
+            timeout_s=600,
+        )
+        await self._on_host(
+            TicketActivities.begin_transcript,
+            TranscriptStart(
+                sandbox=sandbox,
+                run=run,
+                branch=pr.head,
+                continue_from=previous,
+                feedback=feedback,
+                feedback_key=f"review-round-{rounds}",
+            ),
+            summary=f"feed back review round {rounds}",
+        )
+        summary, _ = await self._agent_and_test_gate(run, sandbox)
+        head = await self._export_and_push(run, sandbox, clone.base_commit, pr.head, summary)
+        if head is None:
+            raise _TicketEnded(TicketState.NEEDS_HUMAN, "the agent made no change for the review's findings")
+        return head
+
+    async def _provision(self, run: TicketRun, instance: int) -> SandboxHandle:
+        self._phase("provisioning sandbox")
+        sandbox: SandboxHandle = await workflow.execute_activity_method(
+            TicketActivities.provision_sandbox,
+            ProvisionRequest(
+                ticket_id=run.ticket.id,
+                workflow_id=workflow.info().workflow_id,
+                image=run.repo.image,
+                limits=run.limits.sandbox,
+                instance=instance,
+            ),
+            task_queue="execution",
+            start_to_close_timeout=timedelta(minutes=3),
+            heartbeat_timeout=timedelta(seconds=run.limits.heartbeat_timeout_s),
+            retry_policy=_RETRY,
+            summary=f"provision sandbox ({run.repo.image})",
+        )
+        self._sandbox = sandbox
+        self._instances = instance
+        self._last_workspace = sandbox.workspace
+        self._log(f"sandbox {sandbox.name} on {sandbox.task_queue}")
+        return sandbox
+
+    async def _agent_and_test_gate(self, run: TicketRun, sandbox: SandboxHandle) -> tuple[str, CommandResult]:
+        """The agent works until it submits; the factory's own test run decides (bounded rounds)."""
+        status = self._state()
+        limits = run.limits
+        first_round = status.test_rounds
+        while True:
+            agent_summary = await self._agent_until_submit(run, sandbox)
+            status.test_rounds += 1
+            rounds = status.test_rounds
+            self._phase(f"test gate, round {rounds}")
+            after = await self._command(run.repo.test_command, f"tests-round-{rounds}", limits.test_timeout_s)
+            self._log(f"test gate round {rounds}: {'pass' if after.ok else 'fail'} (exit {after.exit_code})")
+            if after.ok:
+                return agent_summary, after
+            if rounds - first_round >= limits.max_test_rounds:
+                raise _TicketEnded(TicketState.FAILED, f"tests still fail after {rounds - first_round} test round(s)")
+            await self._on_host(
+                TicketActivities.add_feedback,
+                FeedbackRequest(sandbox=sandbox, key=f"tests-round-{rounds}", text=_test_feedback(run, after, rounds)),
+                summary=f"feed back test failure (round {rounds})",
+            )
+
+    async def _export_and_push(
+        self, run: TicketRun, sandbox: SandboxHandle, base_commit: str, branch: str, agent_summary: str
+    ) -> str | None:
+        """Export the sandbox's commits and push them; None when there is nothing to push."""
+        self._phase("exporting commits")
+        export = await self._on_host(
+            TicketActivities.export_changes,
+            ExportRequest(sandbox=sandbox, base_commit=base_commit, message=_commit_message(run, agent_summary)),
+            summary="export commits (git bundle)",
+        )
+        if export.empty or export.head_commit is None or export.bundle_path is None:
+            return None
+        self._diffstat = export.diffstat or ", ".join(export.changed_files)
+        self._log(f"exported {export.head_commit[:10]}: {self._diffstat}")
+        self._phase("pushing")
+        pushed = await self._on_host(
+            TicketActivities.push_branch,
+            PushRequest(
+                repo=run.repo,
+                branch=branch,
+                bundle_path=export.bundle_path,
+                base_commit=base_commit,
+                head_commit=export.head_commit,
+            ),
+            summary=f"push {branch}",
+            timeout_s=600,
+        )
+        head: str = pushed.head_commit
+        self._log(f"pushed {pushed.branch} at {head[:10]}")
+        return head
+
+    async def _best_effort(self, activity, request, summary: str) -> None:  # type: ignore[no-untyped-def]
+        """Governance side effects that must never fail the ticket (notifications, PR summary)."""
+        try:
+            await workflow.execute_activity_method(
+                activity,
+                request,
+                task_queue=GOVERNANCE_QUEUE,
+                start_to_close_timeout=timedelta(minutes=1),
+                retry_policy=RetryPolicy(maximum_attempts=5, maximum_interval=timedelta(seconds=30)),
+                summary=summary,
+            )
+        except ActivityError as err:
+            self._log(f"{summary}: not done ({_failure_reason(err)})")
+
+    # -- messages from people -----------------------------------------------------------
+
+    @workflow.signal
+    def comment(self, comment: HumanComment) -> None:
+        """A human comment on the pull request: the next fix round acts on it."""
+        self._comments.append(comment)
+
+    @workflow.signal
+    def pull_request_closed(self) -> None:
+        """The pull request was merged or closed: stop listening for comments."""
+        self._closed = True
+
+    def _take_comments(self) -> list[HumanComment]:
+        taken, self._comments = self._comments, []
+        return taken
 
     async def _agent_until_submit(self, run: TicketRun, sandbox: SandboxHandle) -> str:
         """Model call → tool calls → … until the agent submits, or a cap is reached."""
@@ -367,15 +539,21 @@ class TicketWorkflow:
         status.reason = reason
         self._phase("done")
         self._log(f"{state.value}: {reason}")
+        return self._result(state)
+
+    def _result(self, state: TicketState) -> TicketResult:
+        status = self._state()
         return TicketResult(
             ticket_id=status.ticket_id,
             state=state,
-            reason=reason,
+            reason=status.reason or state.value,
             spend=status.spend,
             caps=status.caps,
             branch=status.branch,
             pull_request=status.pull_request,
             test_rounds=status.test_rounds,
+            review_rounds=status.review_rounds,
+            open_findings=status.open_findings,
         )
 
 
@@ -443,3 +621,27 @@ def _pull_request_body(
         "_Opened by the Software Factory. A human merges._",
     ]
     return "\n".join(lines)
+
+
+def _review_feedback(review: ReviewResult | None, comments: list[HumanComment]) -> str:
+    lines: list[str] = []
+    if review is not None:
+        lines.append(f"The factory's review of your change requests changes (round {review.round}). Fix these:")
+        lines += [f"- {f.describe()}" for f in review.findings if f.blocking]
+    if comments:
+        lines.append("A person commented on the pull request:")
+        lines += [f"- {c.author}: {c.text}" for c in comments]
+    lines.append("Make the changes, run the tests, and call `submit` when done.")
+    return "\n".join(lines)
+
+
+def _governance_summary(review: ReviewResult, fixed: int, status: TicketStatus) -> str:
+    return "\n".join(
+        [
+            "### Governance",
+            f"- checks run: {', '.join(review.checks_run)}",
+            f"- review rounds: {status.review_rounds}; findings fixed along the way: {fixed}",
+            f"- open notes: {len(review.findings)} (none blocking)",
+            f"- spend: {status.spend.describe(status.caps)}",
+        ]
+    )

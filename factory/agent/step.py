@@ -9,6 +9,8 @@ again.
 
 from __future__ import annotations
 
+import os
+import shutil
 import time
 from collections.abc import Callable
 
@@ -28,7 +30,7 @@ from factory.models import (
 )
 from factory.sandbox import DockerSandboxes, Workspace
 
-__all__ = ["add_feedback", "begin", "model_step", "tool_step", "transcript_for"]
+__all__ = ["add_feedback", "begin", "continue_transcript", "model_step", "tool_step", "transcript_for"]
 
 _TEXT_IN_HISTORY = 300
 
@@ -41,6 +43,18 @@ def begin(workspace: Workspace, run: TicketRun, branch: str, tests_before: Comma
     transcript = transcript_for(workspace)
     transcript.append("system", {"role": "system", "content": system_prompt()})
     transcript.append("task", {"role": "user", "content": task_prompt(run, branch, tests_before)})
+
+
+def continue_transcript(workspace: Workspace, previous: Workspace) -> None:
+    """Start a fix round's transcript with the conversation so far (same host, new sandbox)."""
+    target = transcript_for(workspace).path
+    source = transcript_for(previous).path
+    if target.exists() or not source.exists():
+        return
+    target.parent.mkdir(parents=True, exist_ok=True)
+    partial = target.with_suffix(".partial")
+    shutil.copyfile(source, partial)
+    os.replace(partial, target)
 
 
 def _result_from_record(step: int, record: dict[str, object]) -> ModelStepResult:

@@ -31,7 +31,7 @@ import shutil
 import stat
 import subprocess
 import tempfile
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -729,6 +729,7 @@ class ChangeSnapshot:
     files_before: dict[str, str]
     files_after: dict[str, str]
     documents: dict[str, str]
+    head_paths: list[str]
 
 
 def _text_at(git: _Git, repo: Path, commit: str, path: str, max_bytes: int) -> str | None:
@@ -744,10 +745,12 @@ def read_change(
     head_commit: str,
     *,
     documents: Sequence[str] = (),
+    also_read: Callable[[str], bool] | None = None,
     max_file_bytes: int = 1_000_000,
 ) -> ChangeSnapshot:
     """Fetch ``base..head`` from the forge into a fresh repository and read the diff and changed files
-    (and the text of ``documents`` at head: style guide, architecture notes).
+    (and the text at head of ``documents`` and of every path ``also_read`` accepts: style guide,
+    architecture notes, dependency manifests).
 
     Like the push, this runs only in a repository the host made itself, with hooks
     and configuration disabled; nothing from a sandbox is involved.
@@ -773,7 +776,10 @@ def read_change(
             timeout=NETWORK_TIMEOUT_S,
             what=f"git fetch {_redact(remote_url)}",
         )
-        diff = _decode(git.run(["diff", "--no-color", "--no-ext-diff", "-M", base_commit, head_commit], git_dir=repo))
+        # Not _decode: stripping would cut a trailing context line that is only a space.
+        diff = git.run(["diff", "--no-color", "--no-ext-diff", "-M", base_commit, head_commit], git_dir=repo).decode(
+            "utf-8", "replace"
+        )
         names = _decode(
             git.run(["diff", "--name-only", "--no-renames", "-z", base_commit, head_commit], git_dir=repo)
         ).split("\0")
@@ -784,14 +790,18 @@ def read_change(
                 before[path] = text
             if (text := _text_at(git, repo, head_commit, path, max_file_bytes)) is not None:
                 after[path] = text
+        tree = _decode(git.run(["ls-tree", "-r", "--name-only", "-z", head_commit], git_dir=repo))
+        head_paths = [path for path in tree.split("\0") if path]
+        wanted = [*documents, *(p for p in head_paths if also_read is not None and also_read(p))]
         docs = {
             path: text
-            for path in documents
+            for path in dict.fromkeys(wanted)
             if (text := _text_at(git, repo, head_commit, path, max_file_bytes)) is not None
         }
     return ChangeSnapshot(
-        diff=diff + ("\n" if diff and not diff.endswith("\n") else ""),
+        diff=diff,
         files_before=before,
         files_after=after,
         documents=docs,
+        head_paths=head_paths,
     )

@@ -84,8 +84,10 @@ class ExecResult:
     duration_s: float
 
 
-def container_name_for(workflow_id: str) -> str:
-    return "factory-" + re.sub(r"[^a-zA-Z0-9_.-]+", "-", workflow_id)[:100]
+def container_name_for(workflow_id: str, instance: int = 1) -> str:
+    """``factory-<workflow id>``, and ``-r<n>`` for the fresh sandbox of fix round n."""
+    suffix = "" if instance == 1 else f"-r{instance}"
+    return "factory-" + re.sub(r"[^a-zA-Z0-9_.-]+", "-", workflow_id)[:100] + suffix
 
 
 class DockerSandboxes:
@@ -121,16 +123,16 @@ class DockerSandboxes:
 
     # -- life cycle -------------------------------------------------------------
 
-    def workspace_for(self, workflow_id: str) -> Workspace:
-        return Workspace(self.workspaces_root / container_name_for(workflow_id))
+    def workspace_for(self, workflow_id: str, instance: int = 1) -> Workspace:
+        return Workspace(self.workspaces_root / container_name_for(workflow_id, instance))
 
     def provision(
-        self, ticket_id: str, workflow_id: str, image: str, limits: SandboxLimits
+        self, ticket_id: str, workflow_id: str, image: str, limits: SandboxLimits, instance: int = 1
     ) -> tuple[str, str, Workspace]:
         """Create (or find, after a retry) the ticket's container; returns id, name, workspace."""
         self.check_image(image)
-        name = container_name_for(workflow_id)
-        workspace = self.workspace_for(workflow_id)
+        name = container_name_for(workflow_id, instance)
+        workspace = self.workspace_for(workflow_id, instance)
         existing = self._find(name)
         if existing is not None:
             if existing.status == "running":

@@ -25,7 +25,7 @@ def free_port() -> int:
 @pytest.fixture
 def demo_dir(tmp_path: Path) -> Iterator[Path]:
     extra = f'[temporal]\naddress = "127.0.0.1:{free_port()}"\nui_url = "http://localhost:{free_port()}"\n'
-    make_settings(tmp_path, extra)
+    make_settings(tmp_path, extra, governance=True)
     yield tmp_path
     # Stop what the demo started, by the pids it recorded.
     for what in (["worker", "--stop"], ["server", "stop"]):
@@ -45,7 +45,7 @@ def run_demo(directory: Path) -> subprocess.CompletedProcess[str]:
 
 def test_demo_runs_the_example_ticket_to_a_pull_request_and_is_idempotent(demo_dir: Path) -> None:
     """`factory demo` says it uses the offline scripted model on its first line, starts the server and
-    workers, and ends with the example ticket ready for merge and its PR; a second run reuses it all."""
+    workers, and ends with the example ticket reviewed, ready for merge and its PR; a second run reuses it all."""
     first = run_demo(demo_dir)
     assert first.returncode == 0, first.stdout + first.stderr
     lines = first.stdout.splitlines()
@@ -57,7 +57,10 @@ def test_demo_runs_the_example_ticket_to_a_pull_request_and_is_idempotent(demo_d
 
     second = run_demo(demo_dir)
     assert second.returncode == 0, second.stdout + second.stderr
-    assert "already has a workflow (ticket-CALC-1, completed); nothing started" in second.stdout
+    # The ready ticket is still listening for comments on its PR: it is reported, not restarted.
+    assert "already has a workflow (ticket-CALC-1, running); nothing started" in second.stdout
     assert "CALC-1: ready_for_merge" in second.stdout
     prs = LocalForge(demo_dir / ".factory" / "forge").list_pull_requests("calculator")
     assert len(prs) == 1
+    assert [review.verdict for review in prs[0].reviews] == ["approve"]
+    assert "### Governance" in prs[0].body

@@ -74,8 +74,8 @@ async def test_example_ticket_becomes_one_pull_request_with_the_fix(
     assert "offline scripted model" in body
     sha = remote_branch_sha(str(settings.forge_root / "calculator.git"), result.branch)
     assert sha is not None
-    assert result.spend.steps == 5
-    assert [c["step"] for c in model_calls(settings)] == [0, 1, 2, 3, 4]  # playbook steps, each called once
+    assert result.spend.steps == 6
+    assert [c["step"] for c in model_calls(settings)] == [0, 1, 2, 3, 4, 5]  # playbook steps, each called once
     assert managed_containers(docker_client, f"ticket-{ticket.id}") == []
 
 
