@@ -12,7 +12,7 @@ from datetime import timedelta
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy
-from temporalio.exceptions import ActivityError, ApplicationError, CancelledError
+from temporalio.exceptions import ActivityError, ApplicationError, CancelledError, ChildWorkflowError
 
 with workflow.unsafe.imports_passed_through():
     from activities.review import GovernanceActivities
@@ -100,8 +100,8 @@ class TicketWorkflow:
             result = await self._work(run)
         except _TicketEnded as ended:
             result = self._finish(ended.state, ended.reason)
-        except ActivityError as err:
-            # A cancelled ticket shows up as its in-flight activity's cancellation.
+        except (ActivityError, ChildWorkflowError) as err:
+            # A cancelled ticket shows up as its in-flight activity's (or review's) cancellation.
             cancelled = isinstance(err.cause, CancelledError)
             result = self._finish(TicketState.FAILED, _failure_reason(err))
         except (asyncio.CancelledError, CancelledError):
@@ -557,11 +557,14 @@ class TicketWorkflow:
         )
 
 
-def _failure_reason(err: ActivityError) -> str:
-    cause = err.cause
+def _failure_reason(err: BaseException) -> str:
+    """The innermost application error of a failure chain (activity, child workflow), as one line."""
+    cause: BaseException | None = err
+    while cause is not None and not isinstance(cause, ApplicationError):
+        cause = cause.__cause__ or getattr(cause, "cause", None)
     if isinstance(cause, ApplicationError):
         return f"{cause.type}: {cause.message}" if cause.type else cause.message
-    return str(cause or err)
+    return str(getattr(err, "cause", None) or err)
 
 
 def _test_feedback(run: TicketRun, result: CommandResult, rounds: int) -> str:

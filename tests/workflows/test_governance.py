@@ -12,6 +12,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
+import docker
 import pytest
 from temporalio.testing import WorkflowEnvironment
 
@@ -20,7 +21,7 @@ from factory.forge import LocalForge
 from factory.models import HumanComment, TicketResult, TicketState, TicketStatus
 from factory.runs import resolve_ticket_run
 from starter import submit_ticket, ticket_status
-from tests.conftest import copy_playbook, make_settings
+from tests.conftest import copy_playbook, make_settings, managed_containers
 from tests.workflows.test_ticket_workflow import example_ticket, run_ticket, running_workers
 from workflows.ticket import TicketWorkflow
 
@@ -182,3 +183,23 @@ async def test_a_human_comment_on_a_ready_pull_request_starts_a_fix_round(
     assert "ValueError if there are none" in text
     transcript = next(settings.workspaces_root.glob(f"factory-ticket-{ticket.id}-r2")) / "meta" / "transcript.jsonl"
     assert "dana: Say in the docstring." in transcript.read_text()
+
+
+async def test_a_review_that_fails_fails_the_ticket_and_destroys_the_sandbox(
+    time_skipping_env: WorkflowEnvironment, tmp_path: Path, docker_client: docker.DockerClient
+) -> None:
+    """A permanent failure inside the review (here: the reviewer's playbook vanished after submission) ends
+    the ticket failed with the review's reason, and its sandbox is still destroyed."""
+    ticket = example_ticket()
+    settings = governed_settings(tmp_path, "example", "example.review", ticket.id)
+    run = resolve_ticket_run(ticket, settings)
+    assert run.reviewer is not None and run.reviewer.api_base is not None
+    Path(run.reviewer.api_base).unlink()
+    client = time_skipping_env.client
+    async with running_workers(client, settings):
+        outcome = await submit_ticket(client, run, search_attributes=False)
+        result = await client.get_workflow_handle(outcome.workflow_id, result_type=TicketResult).result()
+
+    assert result.state == TicketState.FAILED
+    assert "PlaybookError" in result.reason
+    assert managed_containers(docker_client, outcome.workflow_id) == []
