@@ -227,3 +227,19 @@ def test_invalid_config_exits_1_naming_the_key(tmp_path: Path, temporal: Listene
     assert proc.returncode == 1
     assert "budget.cost_usd" in one_line_error(proc)
     assert temporal.connections() == 0
+
+
+def test_check_deps_blocks_odd_names_without_a_registry_and_fails_closed(tmp_path: Path) -> None:
+    """`factory check-deps` prints one verdict per name and exits 1 when any blocks: invalid names are refused
+    without a request, and an unreachable registry makes a valid name "unverified", never "ok"."""
+    closed = Listener()
+    closed.sock.close()  # nothing listens here: the registry is unreachable
+    write_config(tmp_path)
+    env = {"FACTORY_GOVERNANCE__PYPI_URL": f"http://{closed.address}", "FACTORY_GOVERNANCE__REGISTRY_CACHE_TTL_S": "0"}
+    proc = run_cli(tmp_path, "check-deps", "requests", "", "../etc/passwd", "x" * 300, env=env)
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert "Traceback" not in proc.stdout + proc.stderr
+    lines = proc.stdout.strip().splitlines()
+    assert len(lines) == 4
+    assert "unverified" in lines[0] and "requests" in lines[0]
+    assert all("blocked" in line and "invalid name" in line for line in lines[1:])

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from factory.errors import ForgeError
-from factory.forge import Forge, LocalForge
+from factory.forge import Forge, LocalForge, ReviewComment
 
 HEAD = "fix/101-header"
 
@@ -133,3 +133,24 @@ def test_a_pull_request_needs_both_branches_to_exist(forge: LocalForge) -> None:
     with pytest.raises(ForgeError, match="'never-pushed' does not exist"):
         forge.open_pull_request("demo", "never-pushed", "main", "t", "b")
     assert forge.list_pull_requests("demo") == []
+
+
+def test_a_review_posts_each_finding_once_per_commit(forge: LocalForge) -> None:
+    """Reviewing the same commit again (a retried activity) posts no comment twice and keeps one verdict per
+    commit; the same finding on a new commit is posted again, for that commit."""
+    pr, _ = forge.open_pull_request("demo", HEAD, "main", "title", "body")
+    finding = ReviewComment(key="k1", body="[error] a.py:3 (ruff): F401", path="a.py", line=3)
+    other = ReviewComment(key="k2", body="[warning] (tests): no test", path=None, line=None)
+
+    first = forge.submit_review(
+        "demo", pr.number, commit="a" * 40, verdict="request_changes", body="s", comments=[finding]
+    )
+    again = forge.submit_review(
+        "demo", pr.number, commit="a" * 40, verdict="request_changes", body="s", comments=[finding, other]
+    )
+    later = forge.submit_review("demo", pr.number, commit="b" * 40, verdict="approve", body="ok", comments=[finding])
+
+    assert (first.posted, again.posted, again.already_posted, later.posted) == (1, 1, 1, 1)
+    stored = forge.get_pull_request("demo", pr.number)
+    assert [(c.commit, c.key) for c in stored.comments] == [("a" * 40, "k1"), ("a" * 40, "k2"), ("b" * 40, "k1")]
+    assert [(r.commit, r.verdict) for r in stored.reviews] == [("a" * 40, "request_changes"), ("b" * 40, "approve")]
