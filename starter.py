@@ -196,28 +196,13 @@ async def wait_for_ticket(
         if description.status != WorkflowExecutionStatus.RUNNING:
             break
         if status is not None and status.state in TERMINAL_STATES:
-            return _result_from_status(status)
+            return status.result()
         await asyncio.sleep(poll_s)
     try:
         result: TicketResult = await handle.result()
         return result
     except WorkflowFailureError:
         return None
-
-
-def _result_from_status(status: TicketStatus) -> TicketResult:
-    return TicketResult(
-        ticket_id=status.ticket_id,
-        state=status.state,
-        reason=status.reason or status.state.value,
-        spend=status.spend,
-        caps=status.caps,
-        branch=status.branch,
-        pull_request=status.pull_request,
-        test_rounds=status.test_rounds,
-        review_rounds=status.review_rounds,
-        open_findings=status.open_findings,
-    )
 
 
 async def ensure_search_attributes(client: Client, namespace: str) -> list[str]:
@@ -363,21 +348,27 @@ def show(ctx: typer.Context, ticket_id: Annotated[str, typer.Argument(help="Tick
     _run(go())
 
 
+async def _running_ticket(settings: Settings, ticket_id: str, otherwise: str) -> WorkflowHandle[Any, Any]:
+    """The handle of a ticket's running workflow, or a one-line error saying why there is none."""
+    client = await connect(settings)
+    handle = client.get_workflow_handle(workflow_id_for(ticket_id))
+    try:
+        description = await handle.describe()
+    except RPCError:
+        raise UserError(f"no ticket {ticket_id} on {settings.temporal.address}") from None
+    if description.status != WorkflowExecutionStatus.RUNNING:
+        state = description.status.name.lower() if description.status else "?"
+        raise UserError(f"ticket {ticket_id} is not running ({state}); {otherwise}")
+    return handle
+
+
 @app.command()
 def cancel(ctx: typer.Context, ticket_id: Annotated[str, typer.Argument(help="Ticket id.")]) -> None:
     """Cancel a running ticket; its sandbox is destroyed."""
     settings = ctx.obj.settings()
 
     async def go() -> None:
-        client = await connect(settings)
-        handle = client.get_workflow_handle(workflow_id_for(ticket_id))
-        try:
-            description = await handle.describe()
-        except RPCError:
-            raise UserError(f"no ticket {ticket_id} on {settings.temporal.address}") from None
-        if description.status != WorkflowExecutionStatus.RUNNING:
-            state = description.status.name.lower() if description.status else "?"
-            raise UserError(f"ticket {ticket_id} is not running ({state}); nothing to cancel")
+        handle = await _running_ticket(settings, ticket_id, "nothing to cancel")
         await handle.cancel()
         console.print(f"cancellation requested for {ticket_id}; its sandbox will be destroyed")
 
@@ -398,14 +389,7 @@ def comment(
         raise UserError("the comment is empty", 2)
 
     async def go() -> None:
-        client = await connect(settings)
-        handle = client.get_workflow_handle(workflow_id_for(ticket_id))
-        try:
-            description = await handle.describe()
-        except RPCError:
-            raise UserError(f"no ticket {ticket_id} on {settings.temporal.address}") from None
-        if description.status != WorkflowExecutionStatus.RUNNING:
-            raise UserError(f"ticket {ticket_id} is no longer running; open a new ticket for more work")
+        handle = await _running_ticket(settings, ticket_id, "open a new ticket for more work")
         await handle.signal(TicketWorkflow.comment, note)
         console.print(f"comment sent to {ticket_id}; it starts a fix round on the same branch")
 

@@ -490,6 +490,22 @@ class TicketStatus(BaseModel):
     open_findings: list[str] = Field(default_factory=list)
     log: list[str] = Field(default_factory=list, description="The newest lines of the ticket's log.")
 
+    def result(self, state: TicketState | None = None) -> TicketResult:
+        """The ticket's result as it stands (in ``state``, default its current one)."""
+        final = state or self.state
+        return TicketResult(
+            ticket_id=self.ticket_id,
+            state=final,
+            reason=self.reason or final.value,
+            spend=self.spend,
+            caps=self.caps,
+            branch=self.branch,
+            pull_request=self.pull_request,
+            test_rounds=self.test_rounds,
+            review_rounds=self.review_rounds,
+            open_findings=self.open_findings,
+        )
+
 
 class TicketResult(BaseModel):
     ticket_id: str

@@ -542,19 +542,7 @@ class TicketWorkflow:
         return self._result(state)
 
     def _result(self, state: TicketState) -> TicketResult:
-        status = self._state()
-        return TicketResult(
-            ticket_id=status.ticket_id,
-            state=state,
-            reason=status.reason or state.value,
-            spend=status.spend,
-            caps=status.caps,
-            branch=status.branch,
-            pull_request=status.pull_request,
-            test_rounds=status.test_rounds,
-            review_rounds=status.review_rounds,
-            open_findings=status.open_findings,
-        )
+        return self._state().result(state)
 
 
 def _failure_reason(err: BaseException) -> str:
