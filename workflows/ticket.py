@@ -297,7 +297,9 @@ class TicketWorkflow:
         summary, _ = await self._agent_and_test_gate(run, sandbox)
         head = await self._export_and_push(run, sandbox, clone.base_commit, pr.head, summary)
         if head is None:
-            raise _TicketEnded(TicketState.NEEDS_HUMAN, "the agent made no change for the review's findings")
+            raise _TicketEnded(
+                TicketState.NEEDS_HUMAN, "the agent made no change for the feedback (review findings or PR comments)"
+            )
         return head
 
     async def _provision(self, run: TicketRun, instance: int) -> SandboxHandle:
