@@ -103,7 +103,8 @@ class TicketWorkflow:
         except (ActivityError, ChildWorkflowError) as err:
             # A cancelled ticket shows up as its in-flight activity's (or review's) cancellation.
             cancelled = isinstance(err.cause, CancelledError)
-            result = self._finish(TicketState.FAILED, _failure_reason(err))
+            if not cancelled:
+                result = self._finish(TicketState.FAILED, _failure_reason(err))
         except (asyncio.CancelledError, CancelledError):
             cancelled = True
         if cancelled:
