@@ -348,8 +348,10 @@ def show(ctx: typer.Context, ticket_id: Annotated[str, typer.Argument(help="Tick
     _run(go())
 
 
-async def _running_ticket(settings: Settings, ticket_id: str, otherwise: str) -> WorkflowHandle[Any, Any]:
-    """The handle of a ticket's running workflow, or a one-line error saying why there is none."""
+async def _running_ticket(
+    settings: Settings, ticket_id: str, otherwise: str
+) -> tuple[Client, WorkflowHandle[Any, Any]]:
+    """The client and handle of a ticket's running workflow, or a one-line error saying why there is none."""
     client = await connect(settings)
     handle = client.get_workflow_handle(workflow_id_for(ticket_id))
     try:
@@ -359,7 +361,7 @@ async def _running_ticket(settings: Settings, ticket_id: str, otherwise: str) ->
     if description.status != WorkflowExecutionStatus.RUNNING:
         state = description.status.name.lower() if description.status else "?"
         raise UserError(f"ticket {ticket_id} is not running ({state}); {otherwise}")
-    return handle
+    return client, handle
 
 
 @app.command()
@@ -368,7 +370,7 @@ def cancel(ctx: typer.Context, ticket_id: Annotated[str, typer.Argument(help="Ti
     settings = ctx.obj.settings()
 
     async def go() -> None:
-        handle = await _running_ticket(settings, ticket_id, "nothing to cancel")
+        _, handle = await _running_ticket(settings, ticket_id, "nothing to cancel")
         await handle.cancel()
         console.print(f"cancellation requested for {ticket_id}; its sandbox will be destroyed")
 
@@ -389,8 +391,16 @@ def comment(
         raise UserError("the comment is empty", 2)
 
     async def go() -> None:
-        handle = await _running_ticket(settings, ticket_id, "open a new ticket for more work")
+        from factory.forge import LocalForge
+
+        client, handle = await _running_ticket(settings, ticket_id, "open a new ticket for more work")
         await handle.signal(TicketWorkflow.comment, note)
+        status = await ticket_status(client, handle.id)
+        pr = status.pull_request if status else None
+        forge = LocalForge(settings.forge_root)
+        if status is not None and pr is not None and forge.repo_exists(status.repo):
+            # The comment also stands on the pull request, where people read the discussion.
+            forge.add_comment(status.repo, pr.number, note.text, author=note.author)
         console.print(f"comment sent to {ticket_id}; it starts a fix round on the same branch")
 
     _run(go())

@@ -475,6 +475,7 @@ class PullRequestRef(BaseModel):
 class TicketStatus(BaseModel):
     ticket_id: str
     title: str
+    repo: str = ""
     state: TicketState
     phase: str
     reason: str | None = None

@@ -88,6 +88,7 @@ class TicketWorkflow:
         self._status = TicketStatus(
             ticket_id=ticket.id,
             title=ticket.display_title,
+            repo=run.repo.name,
             state=TicketState.RUNNING,
             phase="starting",
             model=run.model.name,

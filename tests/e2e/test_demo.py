@@ -5,6 +5,7 @@ from __future__ import annotations
 import socket
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -64,3 +65,31 @@ def test_demo_runs_the_example_ticket_to_a_pull_request_and_is_idempotent(demo_d
     assert len(prs) == 1
     assert [review.verdict for review in prs[0].reviews] == ["approve"]
     assert "### Governance" in prs[0].body
+
+
+def test_a_comment_from_the_command_line_reaches_the_ready_ticket(demo_dir: Path) -> None:
+    """`factory comment` on a ready ticket stands on its PR and starts a fix round; the example's playbook has
+    nothing more to do, so the ticket honestly ends needs_human saying the agent made no change."""
+    assert run_demo(demo_dir).returncode == 0
+    config = ["--config", str(demo_dir / "factory.toml")]
+    sent = subprocess.run(
+        [FACTORY, *config, "comment", "CALC-1", "Mention it in the README too", "--author", "dana"],
+        cwd=demo_dir,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        stdin=subprocess.DEVNULL,
+    )
+    assert sent.returncode == 0, sent.stdout + sent.stderr
+    pr = LocalForge(demo_dir / ".factory" / "forge").list_pull_requests("calculator")[0]
+    assert [(c.author, c.body) for c in pr.comments if c.author == "dana"] == [("dana", "Mention it in the README too")]
+    deadline = time.monotonic() + 180
+    shown = ""
+    while time.monotonic() < deadline:
+        shown = subprocess.run(
+            [FACTORY, *config, "show", "CALC-1"], cwd=demo_dir, capture_output=True, text=True, timeout=120
+        ).stdout
+        if "state: needs_human" in shown:
+            break
+        time.sleep(1)
+    assert "state: needs_human" in shown and "made no change for the feedback" in shown, shown
