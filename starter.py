@@ -28,7 +28,7 @@ from temporalio.client import Client, WorkflowExecutionStatus, WorkflowFailureEr
 from temporalio.common import SearchAttributePair, TypedSearchAttributes, WorkflowIDReusePolicy
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.exceptions import WorkflowAlreadyStartedError
-from temporalio.service import RPCError
+from temporalio.service import RPCError, RPCStatusCode
 
 from factory.config import Settings, load_settings
 from factory.errors import FactoryError, ServerUnreachable, TicketInvalid
@@ -53,6 +53,8 @@ __all__ = ["SubmitOutcome", "app", "connect", "ensure_search_attributes", "main"
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Software Factory: tickets in, pull requests out.")
 server_app = typer.Typer(no_args_is_help=True, help="The embedded Temporal dev server (SQLite under .factory/).")
 app.add_typer(server_app, name="server")
+sandbox_app = typer.Typer(no_args_is_help=True, help="The Docker sandboxes tickets run in.")
+app.add_typer(sandbox_app, name="sandbox")
 console = Console(soft_wrap=True, width=None if sys.stdout.isatty() else 200)
 err_console = Console(stderr=True, soft_wrap=True)
 T = TypeVar("T")
@@ -502,6 +504,49 @@ def _start_worker_background(settings: Settings, options: Context, queues: list[
     return proc.pid
 
 
+# -- sandboxes --------------------------------------------------------------------------
+
+
+async def closed_workflows(client: Client, workflow_ids: set[str]) -> set[str]:
+    """Which of these workflows are closed or unknown to the server (their sandboxes are orphans)."""
+    closed = set()
+    for workflow_id in sorted(workflow_ids):
+        try:
+            description = await client.get_workflow_handle(workflow_id).describe()
+        except RPCError as exc:
+            if exc.status == RPCStatusCode.NOT_FOUND:
+                closed.add(workflow_id)
+                continue
+            raise
+        if description.status != WorkflowExecutionStatus.RUNNING:
+            closed.add(workflow_id)
+    return closed
+
+
+@sandbox_app.command("reap")
+def sandbox_reap(
+    ctx: typer.Context,
+    dry_run: Annotated[bool, typer.Option(help="Only list what would be removed.")] = False,
+) -> None:
+    """Remove sandboxes whose ticket workflow is closed or unknown (by the factory's labels, never others)."""
+    from factory.sandbox import LABEL_WORKFLOW, DockerSandboxes
+
+    settings = ctx.obj.settings()
+    sandboxes = DockerSandboxes(settings.workspaces_root)
+
+    async def go() -> set[str]:
+        client = await connect(settings)
+        ids = {c.labels.get(LABEL_WORKFLOW, "") for c in sandboxes.list_managed()} - {""}
+        return await closed_workflows(client, ids)
+
+    closed = _run(go())
+    # A sandbox that appeared after the check belongs to a workflow not judged: it is kept.
+    reaped = sandboxes.reap(lambda workflow_id: workflow_id not in closed, dry_run=dry_run)
+    for name in reaped:
+        console.print(f"{'would remove' if dry_run else 'removed'} {name}")
+    console.print(f"{len(reaped)} orphaned sandbox(es) {'found' if dry_run else 'removed'}")
+
+
 # -- server ----------------------------------------------------------------------------
 
 
@@ -536,6 +581,11 @@ def server_start(ctx: typer.Context) -> None:
 def _ensure_server(settings: Settings) -> None:
     host, port = _host_port(settings.temporal.address)
     if not _port_open(host, port):
+        if host not in {"localhost", "127.0.0.1", "::1"}:
+            raise UserError(
+                f"no Temporal server at {settings.temporal.address}; the embedded dev server runs only on this "
+                "machine: start yours, or use a localhost address"
+            )
         settings.home.mkdir(parents=True, exist_ok=True)
         ui_port = int(settings.temporal.ui_url.rsplit(":", 1)[-1].strip("/"))
         args = [
@@ -545,7 +595,7 @@ def _ensure_server(settings: Settings) -> None:
             "--db-filename",
             str(settings.home / "temporal.db"),
             "--ip",
-            "127.0.0.1" if host in {"localhost", "127.0.0.1"} else host,
+            "127.0.0.1" if host == "localhost" else host,
             "--port",
             str(port),
             "--ui-port",

@@ -66,7 +66,7 @@ async def run_tickets(count: int, workdir: Path) -> list[dict[str, float]]:
                 wall = time.monotonic() - started
                 if not isinstance(result, TicketResult) or result.state != TicketState.READY_FOR_MERGE:
                     raise SystemExit(f"{ticket_id} did not finish: {result}")
-                meta = settings.workspaces_root / f"factory-ticket-{ticket_id}" / "meta"
+                meta = DockerSandboxes(settings.workspaces_root).workspace_for(f"ticket-{ticket_id}").meta
                 spent: dict[str, float] = defaultdict(float)
                 for line in (meta / "timings.jsonl").read_text().splitlines():
                     record = json.loads(line)

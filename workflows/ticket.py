@@ -228,12 +228,14 @@ class TicketWorkflow:
     async def _ready_for_merge(
         self, run: TicketRun, pr: PullRequestRef, review: ReviewResult, fixed: int
     ) -> str | None:
-        """Mark ready, tell the team, then listen for human comments; returns one to act on, if any."""
+        """Clean up, tell the team, mark ready, then listen for human comments; returns one to act on, if any.
+
+        The state turns ready_for_merge last, so whoever follows the ticket and stops
+        there (the demo, `factory start --follow`) finds its sandbox already gone.
+        """
         status = self._state()
-        self._set_state(TicketState.READY_FOR_MERGE)
-        status.reason = f"pull request #{pr.number} approved by review; ready for merge"
-        self._phase("ready for merge")
-        self._log(status.reason)
+        # Nothing left to run in the sandbox while a person reads the PR.
+        await self._destroy_sandbox()
         summary = _governance_summary(review, fixed, status)
         await self._best_effort(
             GovernanceActivities.update_pull_request_body,
@@ -258,8 +260,10 @@ class TicketWorkflow:
                 note.model_copy(update={"channel": channel}),
                 f"notify {channel}: ready for merge",
             )
-        # Nothing left to run in the sandbox while a person reads the PR.
-        await self._destroy_sandbox()
+        self._set_state(TicketState.READY_FOR_MERGE)
+        status.reason = f"pull request #{pr.number} approved by review; ready for merge"
+        self._phase("ready for merge")
+        self._log(status.reason)
         if run.await_comments_s > 0:
             try:
                 await workflow.wait_condition(

@@ -1,6 +1,7 @@
 """Sandboxes: where agent-written code runs. Docker is the default backend."""
 
 from factory.sandbox.docker import (
+    LABEL_INSTANCE,
     LABEL_MANAGED,
     LABEL_TICKET,
     LABEL_WORKFLOW,
@@ -11,6 +12,7 @@ from factory.sandbox.docker import (
 )
 
 __all__ = [
+    "LABEL_INSTANCE",
     "LABEL_MANAGED",
     "LABEL_TICKET",
     "LABEL_WORKFLOW",

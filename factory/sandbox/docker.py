@@ -13,6 +13,7 @@ No credential is passed in: the environment is built here from scratch.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 import shutil
@@ -30,11 +31,20 @@ from docker.models.containers import Container
 from factory.errors import CommandTimeout, DockerUnavailable, ImageMissing, SandboxError, SandboxGone, WriteRefused
 from factory.models import SandboxLimits
 
-__all__ = ["LABEL_MANAGED", "LABEL_TICKET", "LABEL_WORKFLOW", "DockerSandboxes", "ExecResult", "Workspace"]
+__all__ = [
+    "LABEL_INSTANCE",
+    "LABEL_MANAGED",
+    "LABEL_TICKET",
+    "LABEL_WORKFLOW",
+    "DockerSandboxes",
+    "ExecResult",
+    "Workspace",
+]
 
 LABEL_TICKET = "factory.ticket"
 LABEL_WORKFLOW = "factory.workflow"
 LABEL_MANAGED = "factory.managed"
+LABEL_INSTANCE = "factory.instance"
 
 SANDBOX_UID = 1000
 SANDBOX_GID = 1000
@@ -84,10 +94,19 @@ class ExecResult:
     duration_s: float
 
 
-def container_name_for(workflow_id: str, instance: int = 1) -> str:
-    """``factory-<workflow id>``, and ``-r<n>`` for the fresh sandbox of fix round n."""
+def factory_instance(workspaces_root: Path) -> str:
+    """A short id of one factory installation (its state directory) on a shared Docker engine."""
+    return hashlib.sha256(str(workspaces_root.resolve()).encode()).hexdigest()[:8]
+
+
+def container_name_for(instance_id: str, workflow_id: str, instance: int = 1) -> str:
+    """``factory-<installation>-<workflow id>``, and ``-r<n>`` for the fresh sandbox of fix round n.
+
+    The installation part keeps two factories (two homes, two test runs) on one Docker
+    engine from ever sharing a container.
+    """
     suffix = "" if instance == 1 else f"-r{instance}"
-    return "factory-" + re.sub(r"[^a-zA-Z0-9_.-]+", "-", workflow_id)[:100] + suffix
+    return f"factory-{instance_id}-" + re.sub(r"[^a-zA-Z0-9_.-]+", "-", workflow_id)[:100] + suffix
 
 
 class DockerSandboxes:
@@ -95,6 +114,7 @@ class DockerSandboxes:
 
     def __init__(self, workspaces_root: Path, client: docker.DockerClient | None = None) -> None:
         self.workspaces_root = workspaces_root
+        self.instance_id = factory_instance(workspaces_root)
         self._client = client
 
     # -- engine ---------------------------------------------------------------
@@ -124,14 +144,14 @@ class DockerSandboxes:
     # -- life cycle -------------------------------------------------------------
 
     def workspace_for(self, workflow_id: str, instance: int = 1) -> Workspace:
-        return Workspace(self.workspaces_root / container_name_for(workflow_id, instance))
+        return Workspace(self.workspaces_root / container_name_for(self.instance_id, workflow_id, instance))
 
     def provision(
         self, ticket_id: str, workflow_id: str, image: str, limits: SandboxLimits, instance: int = 1
     ) -> tuple[str, str, Workspace]:
         """Create (or find, after a retry) the ticket's container; returns id, name, workspace."""
         self.check_image(image)
-        name = container_name_for(workflow_id, instance)
+        name = container_name_for(self.instance_id, workflow_id, instance)
         workspace = self.workspace_for(workflow_id, instance)
         existing = self._find(name)
         if existing is not None:
@@ -154,7 +174,12 @@ class DockerSandboxes:
                 working_dir="/workspace",
                 hostname="sandbox",
                 environment=dict(_SAFE_ENV),
-                labels={LABEL_MANAGED: "true", LABEL_TICKET: ticket_id, LABEL_WORKFLOW: workflow_id},
+                labels={
+                    LABEL_MANAGED: "true",
+                    LABEL_INSTANCE: self.instance_id,
+                    LABEL_TICKET: ticket_id,
+                    LABEL_WORKFLOW: workflow_id,
+                },
                 cap_drop=["ALL"],
                 security_opt=["no-new-privileges:true"],
                 read_only=True,
@@ -198,7 +223,27 @@ class DockerSandboxes:
         return removed
 
     def list_managed(self) -> list[Container]:
-        return list(self.client.containers.list(all=True, filters={"label": f"{LABEL_MANAGED}=true"}))
+        """This installation's sandbox containers (not another factory's on the same engine)."""
+        labels = [f"{LABEL_MANAGED}=true", f"{LABEL_INSTANCE}={self.instance_id}"]
+        return list(self.client.containers.list(all=True, filters={"label": labels}))
+
+    def reap(self, workflow_is_open: Callable[[str], bool], *, dry_run: bool = False) -> list[str]:
+        """Remove the factory's containers whose workflow is closed or unknown; returns their names.
+
+        Only this installation's containers (by label) are considered, never others.
+        A container without a workflow label is left alone: there is no way to know it is orphaned.
+        """
+        reaped = []
+        for container in self.list_managed():
+            labels = container.labels or {}
+            workflow_id = labels.get(LABEL_WORKFLOW)
+            if labels.get(LABEL_INSTANCE) != self.instance_id or not workflow_id or workflow_is_open(workflow_id):
+                continue
+            name = str(container.name)
+            if not dry_run:
+                self.destroy(name, self.workspaces_root / name)
+            reaped.append(name)
+        return reaped
 
     def is_running(self, name_or_id: str) -> bool:
         container = self._find(name_or_id)

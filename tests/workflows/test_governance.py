@@ -20,6 +20,7 @@ from factory.config import Settings
 from factory.forge import LocalForge
 from factory.models import HumanComment, TicketResult, TicketState, TicketStatus
 from factory.runs import resolve_ticket_run
+from factory.sandbox import DockerSandboxes
 from starter import submit_ticket, ticket_status
 from tests.conftest import copy_playbook, make_settings, managed_containers
 from tests.workflows.test_ticket_workflow import example_ticket, run_ticket, running_workers
@@ -181,7 +182,8 @@ async def test_a_human_comment_on_a_ready_pull_request_starts_a_fix_round(
         ["git", "--git-dir", str(stats), "show", f"{pr.head}:calc/stats.py"], capture_output=True, text=True, check=True
     ).stdout
     assert "ValueError if there are none" in text
-    transcript = next(settings.workspaces_root.glob(f"factory-ticket-{ticket.id}-r2")) / "meta" / "transcript.jsonl"
+    second = DockerSandboxes(settings.workspaces_root).workspace_for(f"ticket-{ticket.id}", instance=2)
+    transcript = second.meta / "transcript.jsonl"
     assert "dana: Say in the docstring." in transcript.read_text()
 
 

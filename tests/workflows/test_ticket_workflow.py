@@ -18,6 +18,7 @@ from factory.forge import LocalForge
 from factory.forge.gitops import remote_branch_sha
 from factory.models import Ticket, TicketResult, TicketState, TicketStatus, parse_ticket
 from factory.runs import resolve_ticket_run
+from factory.sandbox import DockerSandboxes
 from starter import submit_ticket
 from tests.conftest import EXAMPLE_TICKET, copy_playbook, make_settings, managed_containers, model_calls
 from worker import build_workers
@@ -90,7 +91,8 @@ async def test_failing_test_gate_feeds_output_back_for_a_fix_round(
         result = await run_ticket(client, settings, ticket)
     assert result.state == TicketState.READY_FOR_MERGE, result.reason
     assert result.test_rounds == 2
-    transcript = (settings.workspaces_root / f"factory-ticket-{ticket.id}" / "meta" / "transcript.jsonl").read_text()
+    workspace = DockerSandboxes(settings.workspaces_root).workspace_for(f"ticket-{ticket.id}")
+    transcript = (workspace.meta / "transcript.jsonl").read_text()
     assert "test round 1 of 3" in transcript and "ZeroDivisionError" in transcript
 
 
