@@ -97,6 +97,9 @@ class RepoConfig(BaseModel):
     protected_branches: list[str] | None = Field(default=None, description="Defaults to the global list.")
     style_guide: str | None = None
     architecture_docs: list[str] = Field(default_factory=list, description="Paths in the repo the reviewer reads.")
+    egress_allow: list[str] | None = Field(
+        default=None, description="Hosts the sandbox may reach through the egress proxy; defaults to the global list."
+    )
     protected_paths: list[str] | None = Field(default=None, description="Defaults to governance.protected_paths.")
     seed_from: str | None = Field(
         default=None, description="A directory to create the repo from on the local forge when it does not exist yet."
@@ -186,6 +189,10 @@ class Settings(BaseSettings):
     governance: GovernanceConfig = Field(default_factory=GovernanceConfig)
     notifications: NotificationsConfig = Field(default_factory=NotificationsConfig)
     protected_branches: list[str] = Field(default_factory=lambda: ["main", "production"])
+    egress_allow: list[str] = Field(
+        default_factory=lambda: ["pypi.org", "files.pythonhosted.org", "registry.npmjs.org"],
+        description="Hosts sandboxes may reach through the egress proxy (plus the repo's forge host).",
+    )
     sandbox_user: str = "agent"
 
     @classmethod

@@ -260,6 +260,9 @@ class RepoSpec(BaseModel):
     image: str = "factory-sandbox:latest"
     protected_branches: list[str] = Field(default_factory=lambda: ["main", "production"])
     style_guide: str | None = None
+    egress_allow: list[str] = Field(
+        default_factory=list, description="Hosts the sandbox may reach through the egress proxy (empty: none)."
+    )
 
 
 class ModelSpec(BaseModel):
@@ -280,7 +283,8 @@ class SandboxLimits(BaseModel):
     memory: str = "2g"
     cpus: float = 1.0
     pids: int = 512
-    workspace_size: str | None = None
+    workspace_size: str | None = Field(default=None, description="Size limit of the workspace, e.g. '4g'.")
+    egress_allow: list[str] = Field(default_factory=list, description="Hosts reachable through the egress proxy.")
 
 
 class TicketLimits(BaseModel):

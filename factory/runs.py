@@ -8,6 +8,7 @@ and so that the run is recorded in workflow history with the settings it used.
 from __future__ import annotations
 
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from factory.config import Settings
 from factory.errors import PlaybookError, UnknownRepo
@@ -35,7 +36,20 @@ def repo_spec(settings: Settings, name: str) -> RepoSpec:
         if repo.protected_branches is not None
         else settings.protected_branches,
         style_guide=repo.style_guide,
+        egress_allow=egress_allow_list(settings, name),
     )
+
+
+def egress_allow_list(settings: Settings, repo_name: str) -> list[str]:
+    """The hosts a repo's sandboxes may reach: its own list, or the global one plus its forge's host."""
+    repo = settings.repos[repo_name]
+    if repo.egress_allow is not None:
+        return sorted(set(repo.egress_allow))
+    hosts = set(settings.egress_allow)
+    forge_host = urlsplit(settings.repo_clone_url(repo_name)).hostname
+    if forge_host:
+        hosts.add(forge_host)
+    return sorted(hosts)
 
 
 DEFAULT_REVIEW_PLAYBOOK = Path(__file__).parent / "governance" / "data" / "scripted-review.yaml"
@@ -82,7 +96,9 @@ def resolve_ticket_run(
     caps = settings.caps_for(repo.name, ticket.type)
     capped = caps.cost_usd is not None
     spec = _model_for(settings, model or settings.models.coder, ticket.id, capped)
-    run = TicketRun(ticket=ticket, repo=repo, model=spec, caps=caps, limits=settings.limits)
+    limits = settings.limits.model_copy(deep=True)
+    limits.sandbox.egress_allow = repo.egress_allow
+    run = TicketRun(ticket=ticket, repo=repo, model=spec, caps=caps, limits=limits)
     governance = settings.governance
     if governance.enabled:
         run.reviewer = _model_for(settings, reviewer or settings.models.reviewer, f"{ticket.id}.review", capped)
