@@ -293,6 +293,9 @@ class TicketLimits(BaseModel):
     tool_output_chars: int = Field(default=8000, ge=200)
     max_test_rounds: int = Field(default=3, ge=1)
     heartbeat_timeout_s: int = Field(default=30, ge=2)
+    ticket_timeout_s: int = Field(
+        default=4 * 3600, ge=1, description="Wall-clock limit of a ticket's work (waiting for PR comments excluded)."
+    )
     sandbox: SandboxLimits = Field(default_factory=SandboxLimits)
 
 
@@ -585,6 +588,7 @@ class ReviewRequest(BaseModel):
     head_commit: str
     round: int = Field(ge=1)
     policy: ReviewPolicy
+    heartbeat_timeout_s: int = Field(default=30, ge=2, description="How fast a dead governance worker is noticed.")
 
 
 class ReviewPart(BaseModel):

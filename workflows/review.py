@@ -48,7 +48,7 @@ class ReviewWorkflow:
                 request,
                 task_queue=GOVERNANCE_QUEUE,
                 start_to_close_timeout=timedelta(minutes=minutes),
-                heartbeat_timeout=timedelta(seconds=60),
+                heartbeat_timeout=timedelta(seconds=request.heartbeat_timeout_s),
                 retry_policy=_RETRY,
                 summary=summary,
             )
@@ -79,6 +79,7 @@ class ReviewWorkflow:
             ),
             task_queue=GOVERNANCE_QUEUE,
             start_to_close_timeout=timedelta(minutes=2),
+            heartbeat_timeout=timedelta(seconds=request.heartbeat_timeout_s),
             retry_policy=_RETRY,
             summary=f"post review: {verdict.value}, {len(findings)} finding(s)",
         )

@@ -8,11 +8,17 @@ the last finished step and no finished model call is made again.
 from __future__ import annotations
 
 import asyncio
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy
-from temporalio.exceptions import ActivityError, ApplicationError, CancelledError, ChildWorkflowError
+from temporalio.exceptions import (
+    ActivityError,
+    ApplicationError,
+    CancelledError,
+    ChildWorkflowError,
+)
+from temporalio.exceptions import TimeoutError as ActivityTimeout
 
 with workflow.unsafe.imports_passed_through():
     from activities.review import GovernanceActivities
@@ -74,6 +80,8 @@ class TicketWorkflow:
         self._closed = False
         self._pr_body = ""
         self._diffstat = ""
+        self._clock_started: datetime | None = None
+        self._time_used = timedelta(0)
 
     @workflow.query
     def status(self) -> TicketStatus | None:
@@ -96,6 +104,7 @@ class TicketWorkflow:
             caps=run.caps,
         )
         self._set_state(TicketState.RUNNING)
+        self._resume_clock()
         cancelled = False
         try:
             result = await self._work(run)
@@ -105,7 +114,9 @@ class TicketWorkflow:
             # A cancelled ticket shows up as its in-flight activity's (or review's) cancellation.
             cancelled = isinstance(err.cause, CancelledError)
             if not cancelled:
-                result = self._finish(TicketState.FAILED, _failure_reason(err))
+                timed_out = isinstance(err.cause, ActivityTimeout) and self._time_left() <= timedelta(0)
+                reason = self._time_limit_reason() if timed_out else _failure_reason(err)
+                result = self._finish(TicketState.FAILED, reason)
         except (asyncio.CancelledError, CancelledError):
             cancelled = True
         if cancelled:
@@ -167,6 +178,7 @@ class TicketWorkflow:
             ),
             task_queue="execution",
             start_to_close_timeout=timedelta(minutes=2),
+            heartbeat_timeout=timedelta(seconds=limits.heartbeat_timeout_s),
             retry_policy=_RETRY,
             summary=f"open pull request {branch}",
         )
@@ -199,6 +211,7 @@ class TicketWorkflow:
                     head_commit=head,
                     round=rounds,
                     policy=run.review,
+                    heartbeat_timeout_s=run.limits.heartbeat_timeout_s,
                 ),
                 id=f"review-{run.ticket.id}-{head[:12]}",
                 task_queue=GOVERNANCE_QUEUE,
@@ -265,12 +278,14 @@ class TicketWorkflow:
         self._phase("ready for merge")
         self._log(status.reason)
         if run.await_comments_s > 0:
+            self._pause_clock()
             try:
                 await workflow.wait_condition(
                     lambda: bool(self._comments) or self._closed, timeout=timedelta(seconds=run.await_comments_s)
                 )
             except TimeoutError:
                 self._log("no comments on the pull request; stopped listening")
+            self._resume_clock()
         if self._comments and not self._closed:
             self._set_state(TicketState.RUNNING)
             return _review_feedback(None, self._take_comments())
@@ -392,6 +407,7 @@ class TicketWorkflow:
                 request,
                 task_queue=GOVERNANCE_QUEUE,
                 start_to_close_timeout=timedelta(minutes=1),
+                heartbeat_timeout=timedelta(seconds=self._run.limits.heartbeat_timeout_s),
                 retry_policy=RetryPolicy(maximum_attempts=5, maximum_interval=timedelta(seconds=30)),
                 summary=summary,
             )
@@ -475,17 +491,38 @@ class TicketWorkflow:
     # -- helpers ---------------------------------------------------------------------
 
     async def _on_host(self, activity, request, *, summary: str, timeout_s: int = 120):  # type: ignore[no-untyped-def]
-        """Run an activity on the worker that holds the sandbox's workspace."""
+        """Run an activity on the worker that holds the sandbox's workspace, within the ticket's time limit."""
         assert self._sandbox is not None
+        remaining = self._time_left()
+        if remaining <= timedelta(0):
+            raise _TicketEnded(TicketState.FAILED, self._time_limit_reason())
         return await workflow.execute_activity_method(
             activity,
             request,
             task_queue=self._sandbox.task_queue,
-            start_to_close_timeout=timedelta(seconds=timeout_s),
+            start_to_close_timeout=min(timedelta(seconds=timeout_s), remaining),
+            schedule_to_close_timeout=remaining,
             heartbeat_timeout=timedelta(seconds=self._run.limits.heartbeat_timeout_s),
             retry_policy=_RETRY,
             summary=summary[:200],
         )
+
+    # -- the ticket's wall-clock limit (time spent listening for comments does not count) --
+
+    def _time_left(self) -> timedelta:
+        running = workflow.now() - self._clock_started if self._clock_started is not None else timedelta(0)
+        return timedelta(seconds=self._run.limits.ticket_timeout_s) - self._time_used - running
+
+    def _pause_clock(self) -> None:
+        if self._clock_started is not None:
+            self._time_used += workflow.now() - self._clock_started
+            self._clock_started = None
+
+    def _resume_clock(self) -> None:
+        self._clock_started = workflow.now()
+
+    def _time_limit_reason(self) -> str:
+        return f"ticket wall-clock limit of {self._run.limits.ticket_timeout_s}s reached"
 
     async def _command(self, command: str, purpose: str, timeout_s: int) -> CommandResult:
         assert self._sandbox is not None

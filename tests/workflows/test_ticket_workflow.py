@@ -202,3 +202,22 @@ async def test_protected_target_branch_is_refused_and_the_ticket_fails(
     assert result.state == TicketState.FAILED
     assert "ProtectedBranchRefused" in result.reason
     assert remote_branch_sha(str(settings.forge_root / "calculator.git"), result.branch or "") is None
+
+
+async def test_the_ticket_wall_clock_limit_ends_it_failed_and_destroys_the_sandbox(
+    time_skipping_env: WorkflowEnvironment, tmp_path: Path, docker_client: docker.DockerClient
+) -> None:
+    """A ticket whose work outlasts its wall-clock limit (here a 45 s command against an 8 s limit) is stopped,
+    ends failed saying so, and its sandbox is removed."""
+    ticket = example_ticket()
+    settings = settings_with_playbook(tmp_path, "slow-fix", ticket.id)
+    settings.limits.ticket_timeout_s = 8
+    client = time_skipping_env.client
+    async with running_workers(client, settings):
+        started = asyncio.get_running_loop().time()
+        result = await run_ticket(client, settings, ticket)
+        elapsed = asyncio.get_running_loop().time() - started
+    assert result.state == TicketState.FAILED
+    assert result.reason == "ticket wall-clock limit of 8s reached"
+    assert elapsed < 40
+    assert managed_containers(docker_client, f"ticket-{ticket.id}") == []
