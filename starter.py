@@ -523,6 +523,47 @@ async def closed_workflows(client: Client, workflow_ids: set[str]) -> set[str]:
     return closed
 
 
+@sandbox_app.command("policy")
+def sandbox_policy(
+    ctx: typer.Context,
+    repo: Annotated[str | None, typer.Option(help="Show one repo's policy (default: every configured repo).")] = None,
+) -> None:
+    """What sandboxes may reach: each repo's egress allow-list, through the proxy."""
+    from factory.runs import egress_allow_list, repo_spec
+    from factory.sandbox import DockerSandboxes
+
+    settings = ctx.obj.settings()
+    names = [repo_spec(settings, repo).name] if repo else sorted(settings.repos)
+    if not names:
+        console.print(f"no repos configured; the global allow-list: {', '.join(settings.egress_allow) or '(none)'}")
+    for name in names:
+        console.print(f"[bold]{name}[/bold]")
+        console.print(DockerSandboxes.policy(egress_allow_list(settings, name)), markup=False)
+
+
+@sandbox_app.command("check")
+def sandbox_check(
+    ctx: typer.Context,
+    repo: Annotated[
+        str | None, typer.Option(help="Check with this repo's allow-list (default: the global one).")
+    ] = None,
+) -> None:
+    """Provision a sandbox with the live configuration, run every control on it, print a pass/fail table."""
+    import secrets
+
+    from factory.sandbox.conformance import check_live_sandbox, format_table
+    from factory.sandbox.network_checks import NETWORK_CONTROLS
+
+    settings = ctx.obj.settings()
+    if repo is not None:
+        from factory.runs import repo_spec
+
+        repo_spec(settings, repo)
+    results = check_live_sandbox(settings, f"canary-{secrets.token_hex(12)}", NETWORK_CONTROLS, repo=repo)
+    console.print(format_table(results), markup=False, highlight=False)
+    raise typer.Exit(1 if any(not r.passed for r in results) else 0)
+
+
 @sandbox_app.command("reap")
 def sandbox_reap(
     ctx: typer.Context,

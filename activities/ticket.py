@@ -187,12 +187,19 @@ class TicketActivities:
         result = await in_thread(
             self.sandboxes.exec, request.sandbox.name, request.command, request.timeout_s, on_wait=None
         )
+        output = result.output
+        if result.exit_code != 0:
+            # A command that failed for want of network says so, and the ticket's log shows why.
+            problem = await in_thread(self.sandboxes.egress_problem, request.sandbox.name)
+            if problem is not None:
+                log.warning("egress_down", container=request.sandbox.name, problem=problem)
+                output += f"\n[factory: {problem}]"
         log_path = workspace.meta / "logs" / f"{request.purpose}.log"
         log_path.parent.mkdir(parents=True, exist_ok=True)
-        log_path.write_text(f"$ {request.command}\n{result.output}\n[exit code {result.exit_code}]\n")
+        log_path.write_text(f"$ {request.command}\n{output}\n[exit code {result.exit_code}]\n")
         return CommandResult(
             exit_code=result.exit_code,
-            output_tail=result.output[-request.output_chars :],
+            output_tail=output[-request.output_chars :],
             timed_out=result.timed_out,
             duration_s=round(result.duration_s, 3),
             log_path=str(log_path),

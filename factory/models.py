@@ -283,8 +283,15 @@ class SandboxLimits(BaseModel):
     memory: str = "2g"
     cpus: float = 1.0
     pids: int = 512
-    workspace_size: str | None = Field(default=None, description="Size limit of the workspace, e.g. '4g'.")
+    workspace_size: str | None = Field(
+        default="4g", description='Size limit of the workspace (its own file system); "none" for no limit.'
+    )
     egress_allow: list[str] = Field(default_factory=list, description="Hosts reachable through the egress proxy.")
+
+    @field_validator("workspace_size", mode="before")
+    @classmethod
+    def _none_means_no_limit(cls, value: Any) -> Any:
+        return None if isinstance(value, str) and value.strip().lower() in {"", "none"} else value
 
 
 class TicketLimits(BaseModel):

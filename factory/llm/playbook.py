@@ -48,6 +48,9 @@ class PlaybookStep(BaseModel):
 
     say: str | None = None
     delay_s: float = Field(default=0.0, ge=0)
+    hang_once_s: float = Field(
+        default=0.0, ge=0, description="The first call of this step (per worker) hangs this long: a model timing out."
+    )
     tool_calls: list[PlaybookToolCall] = Field(default_factory=list)
 
     @field_validator("tool_calls", mode="before")

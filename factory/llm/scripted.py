@@ -49,6 +49,15 @@ class ScriptedModel(CustomLLM):
         super().__init__()
         self.call_log = call_log
         self._log_lock = threading.Lock()
+        self._hung: set[tuple[str, int]] = set()
+
+    def _hangs(self, playbook_path: Any, index: int, step: PlaybookStep) -> bool:
+        """Whether this call is the first of a ``hang_once_s`` step in this process (it then hangs)."""
+        key = (str(playbook_path), index)
+        if not step.hang_once_s or key in self._hung:
+            return False
+        self._hung.add(key)
+        return True
 
     # -- litellm entry points ------------------------------------------------------
 
@@ -72,6 +81,8 @@ class ScriptedModel(CustomLLM):
         client: Any = None,
     ) -> ModelResponse:
         playbook_path, index, step = self._choose(model, messages, api_base)
+        if self._hangs(playbook_path, index, step):
+            time.sleep(step.hang_once_s)
         if step.delay_s:
             time.sleep(step.delay_s)
         return self._answer(model, messages, optional_params, playbook_path, index, step)
@@ -96,6 +107,8 @@ class ScriptedModel(CustomLLM):
         client: Any = None,
     ) -> ModelResponse:
         playbook_path, index, step = self._choose(model, messages, api_base)
+        if self._hangs(playbook_path, index, step):
+            await asyncio.sleep(step.hang_once_s)
         if step.delay_s:
             await asyncio.sleep(step.delay_s)
         return self._answer(model, messages, optional_params, playbook_path, index, step)

@@ -1,10 +1,15 @@
 """Docker sandboxes: one locked-down container per ticket.
 
 The container runs as a non-root user with every capability dropped,
-no-new-privileges, a read-only root file system, no network, and limits on
-memory, CPU and processes. The only writable places are the workspace (the
-repository, mounted from the host), ``/out`` (where exports are written) and two
-small tmpfs mounts. ``/inbox`` is mounted read-only: the host drops file contents
+no-new-privileges, a read-only root file system, and limits on memory, CPU and
+processes. Its network: with an empty egress allow-list, none at all (only
+loopback); otherwise an internal Docker network of its own whose only other
+member is the allow-list proxy (see ``egress.py``), reached through
+``HTTP(S)_PROXY``; no published ports, no resolver that reaches outside.
+
+The only writable places are the workspace (the repository, mounted from the
+host), ``/out`` (where exports are written) and two small tmpfs mounts.
+``/inbox`` is mounted read-only: the host drops file contents
 there and the sandbox copies them into place, so the host never follows a path
 or symlink the sandbox controls.
 
@@ -28,8 +33,26 @@ import docker
 import docker.errors
 from docker.models.containers import Container
 
-from factory.errors import CommandTimeout, DockerUnavailable, ImageMissing, SandboxError, SandboxGone, WriteRefused
+from factory.errors import (
+    CommandTimeout,
+    ConfigError,
+    DockerUnavailable,
+    ImageMissing,
+    SandboxError,
+    SandboxGone,
+    WriteRefused,
+)
 from factory.models import SandboxLimits
+from factory.sandbox.egress import (
+    CA_BUNDLE,
+    EgressProxy,
+    describe_policy,
+    ensure_internal_network,
+    normalise_hosts,
+    proxy_environment,
+    remove_network,
+)
+from factory.sandbox.quota import mount_limited, unmount_limited
 
 __all__ = [
     "LABEL_INSTANCE",
@@ -109,13 +132,29 @@ def container_name_for(instance_id: str, workflow_id: str, instance: int = 1) ->
     return f"factory-{instance_id}-" + re.sub(r"[^a-zA-Z0-9_.-]+", "-", workflow_id)[:100] + suffix
 
 
+def network_name_for(container_name: str) -> str:
+    """The sandbox's own internal network."""
+    return f"{container_name}-net"
+
+
 class DockerSandboxes:
     """Creates, uses and destroys sandbox containers on this host's Docker engine."""
 
-    def __init__(self, workspaces_root: Path, client: docker.DockerClient | None = None) -> None:
+    def __init__(
+        self,
+        workspaces_root: Path,
+        client: docker.DockerClient | None = None,
+        *,
+        egress_dir: Path | None = None,
+        proxy_image: str = "factory-sandbox:latest",
+    ) -> None:
         self.workspaces_root = workspaces_root
         self.instance_id = factory_instance(workspaces_root)
         self._client = client
+        # The proxies' configuration: beside the workspaces, never inside one (no sandbox sees it).
+        self.egress_dir = egress_dir or workspaces_root.parent / "egress"
+        self.proxy_image = proxy_image
+        self._egress: EgressProxy | None = None
 
     # -- engine ---------------------------------------------------------------
 
@@ -141,6 +180,18 @@ class DockerSandboxes:
         except docker.errors.DockerException as exc:
             raise DockerUnavailable(f"Docker engine error: {_short(exc)}") from None
 
+    @property
+    def egress(self) -> EgressProxy:
+        """This installation's allow-list proxies."""
+        if self._egress is None:
+            self._egress = EgressProxy(self.client, self.instance_id, self.egress_dir, image=self.proxy_image)
+        return self._egress
+
+    @staticmethod
+    def policy(egress_allow: list[str]) -> str:
+        """What a sandbox with this allow-list can reach, in words (``factory sandbox policy``)."""
+        return describe_policy(egress_allow)
+
     # -- life cycle -------------------------------------------------------------
 
     def workspace_for(self, workflow_id: str, instance: int = 1) -> Workspace:
@@ -149,20 +200,51 @@ class DockerSandboxes:
     def provision(
         self, ticket_id: str, workflow_id: str, image: str, limits: SandboxLimits, instance: int = 1
     ) -> tuple[str, str, Workspace]:
-        """Create (or find, after a retry) the ticket's container; returns id, name, workspace."""
+        """Create (or find, after a retry) the ticket's container; returns id, name, workspace.
+
+        With a non-empty ``limits.egress_allow`` the container gets its own internal network
+        and the allow-list's proxy; if the proxy cannot be started this raises ``SandboxError``
+        (never an open network instead).
+        """
         self.check_image(image)
+        try:
+            allow = normalise_hosts(limits.egress_allow)
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
         name = container_name_for(self.instance_id, workflow_id, instance)
+        network_name = network_name_for(name)
         workspace = self.workspace_for(workflow_id, instance)
         existing = self._find(name)
         if existing is not None:
-            if existing.status == "running":
+            if existing.status == "running" and self._network_as_wanted(existing, network_name, allow):
                 return str(existing.id), name, workspace
             existing.remove(force=True)
+            if not allow:
+                self._remove_network(network_name)  # left from a run with an allow-list
         for path in (workspace.repo, workspace.out, workspace.inbox, workspace.meta):
             path.mkdir(parents=True, exist_ok=True)
+        if limits.workspace_size:
+            # A file system of its own, so the agent cannot fill the host's disk; before the
+            # container starts, so the container sees the mount.
+            mount_limited(workspace.repo, limits.workspace_size)
         for path in (workspace.repo, workspace.out):
             _give_to_sandbox(path)
         mem = limits.memory
+        environment = dict(_SAFE_ENV)
+        dns: list[str] | None = None
+        if allow:
+            labels = {LABEL_MANAGED: "true", LABEL_INSTANCE: self.instance_id, LABEL_WORKFLOW: workflow_id}
+            ensure_internal_network(self.client, network_name, labels)
+            environment.update(proxy_environment(self.egress.attach(allow, network_name)))
+            # Names resolve at the proxy: the engine's resolver gets nothing to forward to.
+            dns = ["127.0.0.1"]
+        volumes = {
+            str(workspace.repo): {"bind": "/workspace", "mode": "rw"},
+            str(workspace.out): {"bind": "/out", "mode": "rw"},
+            str(workspace.inbox): {"bind": "/inbox", "mode": "ro"},
+        }
+        if allow and CA_BUNDLE.is_file():
+            volumes[str(CA_BUNDLE)] = {"bind": str(CA_BUNDLE), "mode": "ro"}
         try:
             container = self.client.containers.run(
                 image,
@@ -173,7 +255,7 @@ class DockerSandboxes:
                 user=f"{SANDBOX_UID}:{SANDBOX_GID}",
                 working_dir="/workspace",
                 hostname="sandbox",
-                environment=dict(_SAFE_ENV),
+                environment=environment,
                 labels={
                     LABEL_MANAGED: "true",
                     LABEL_INSTANCE: self.instance_id,
@@ -183,7 +265,11 @@ class DockerSandboxes:
                 cap_drop=["ALL"],
                 security_opt=["no-new-privileges:true"],
                 read_only=True,
-                network_mode="none",
+                network=network_name if allow else None,
+                network_mode=None if allow else "none",
+                dns=dns,
+                # Lookups of outside names fail after a second instead of ten.
+                dns_opt=["timeout:1", "attempts:1"] if allow else None,
                 mem_limit=mem,
                 memswap_limit=mem,
                 nano_cpus=int(limits.cpus * 1e9),
@@ -192,32 +278,31 @@ class DockerSandboxes:
                     "/tmp": "rw,nosuid,nodev,size=512m",
                     "/home/agent": "rw,nosuid,nodev,size=64m,uid=1000,gid=1000",
                 },
-                volumes={
-                    str(workspace.repo): {"bind": "/workspace", "mode": "rw"},
-                    str(workspace.out): {"bind": "/out", "mode": "rw"},
-                    str(workspace.inbox): {"bind": "/inbox", "mode": "ro"},
-                },
+                volumes=volumes,
             )
         except docker.errors.APIError as exc:
             raise SandboxError(f"could not create sandbox {name}: {_short(exc)}") from None
         return str(container.id), name, workspace
 
     def destroy(self, name_or_id: str, workspace: Path | None = None) -> bool:
-        """Remove the container (idempotent) and the workspace's repository copy.
+        """Remove the container, its network and its use of a proxy (idempotent), and the repository copy.
 
         The transcript and logs under ``meta/`` are kept for inspection.
         Returns whether a container was removed.
         """
         removed = False
         container = self._find(name_or_id)
+        name = str(container.name) if container is not None else name_or_id
         if container is not None:
             try:
                 container.remove(force=True)
                 removed = True
             except docker.errors.NotFound:
                 pass
+        self._remove_network(network_name_for(name))
         if workspace is not None:
             ws = Workspace(workspace)
+            unmount_limited(ws.repo)
             for path in (ws.repo, ws.out, ws.inbox):
                 shutil.rmtree(path, ignore_errors=True)
         return removed
@@ -228,7 +313,7 @@ class DockerSandboxes:
         return list(self.client.containers.list(all=True, filters={"label": labels}))
 
     def reap(self, workflow_is_open: Callable[[str], bool], *, dry_run: bool = False) -> list[str]:
-        """Remove the factory's containers whose workflow is closed or unknown; returns their names.
+        """Remove the factory's containers (and networks) whose workflow is closed or unknown; returns their names.
 
         Only this installation's containers (by label) are considered, never others.
         A container without a workflow label is left alone: there is no way to know it is orphaned.
@@ -243,7 +328,32 @@ class DockerSandboxes:
             if not dry_run:
                 self.destroy(name, self.workspaces_root / name)
             reaped.append(name)
+        # Networks a crash left without their container, then proxies no sandbox uses any more.
+        ours = [f"{LABEL_MANAGED}=true", f"{LABEL_INSTANCE}={self.instance_id}"]
+        for network in self.client.networks.list(filters={"label": ours}):
+            network_name = str(network.name)
+            network_workflow = (network.attrs.get("Labels") or {}).get(LABEL_WORKFLOW)
+            if (
+                not network_workflow
+                or workflow_is_open(network_workflow)
+                or self._find(network_name.removesuffix("-net")) is not None
+            ):
+                continue
+            if not dry_run:
+                self._remove_network(network_name)
+            reaped.append(network_name)
+        if not dry_run:
+            reaped += self.egress.remove_idle()
         return reaped
+
+    def egress_problem(self, name: str) -> str | None:
+        """Why the sandbox has no way out right now (its proxy is down), if it should have one."""
+        network = network_name_for(name)
+        try:
+            self.client.networks.get(network)
+        except docker.errors.NotFound:
+            return None  # no allow-list: no network was ever meant
+        return self.egress.problem(network)
 
     def is_running(self, name_or_id: str) -> bool:
         container = self._find(name_or_id)
@@ -328,6 +438,28 @@ class DockerSandboxes:
             raise WriteRefused(f"could not write {path}: {result.output.strip()[-300:]}")
 
     # -- internals ---------------------------------------------------------------
+
+    def _network_as_wanted(self, container: Container, network_name: str, allow: list[str]) -> bool:
+        """Whether a running sandbox found after a retry has the network it should (its proxy restarted if needed)."""
+        attrs = container.attrs
+        networks = set((attrs.get("NetworkSettings") or {}).get("Networks") or {})
+        env = attrs.get("Config", {}).get("Env") or []
+        if not allow:
+            return bool(attrs.get("HostConfig", {}).get("NetworkMode") == "none")
+        if networks != {network_name}:
+            return False
+        wanted = proxy_environment(self.egress.attach(allow, network_name))
+        return f"HTTPS_PROXY={wanted['HTTPS_PROXY']}" in env
+
+    def _remove_network(self, network_name: str) -> None:
+        try:
+            self.client.networks.get(network_name)
+        except docker.errors.NotFound:
+            return
+        except docker.errors.DockerException as exc:
+            raise DockerUnavailable(f"Docker engine error: {_short(exc)}") from None
+        self.egress.detach(network_name)
+        remove_network(self.client, network_name)
 
     def _find(self, name_or_id: str) -> Container | None:
         try:

@@ -146,7 +146,7 @@ def test_meta_directory_is_not_visible_in_the_sandbox(box: Box) -> None:
     (box.workspace.meta / "transcript.jsonl").write_text("host-only\n")
     mounts = box.sh("cat /proc/self/mountinfo")
     assert str(box.workspace.meta) not in mounts
-    assert str(box.workspace.repo) in mounts  # the check reads the real bind-mount sources
+    assert str(box.workspace.out) in mounts  # the check reads the real bind-mount sources
     found = box.sh(
         "find / -xdev -name transcript.jsonl 2>/dev/null; "
         "find /workspace /out /inbox /tmp /home -name transcript.jsonl 2>/dev/null; true"

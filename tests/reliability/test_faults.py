@@ -144,3 +144,22 @@ def test_starting_the_same_ticket_twice_at_once_starts_one_workflow(dev_client: 
     said = sorted(out for out, _ in outputs)
     assert sum(f"started ticket-{ticket_id}" in out for out in said) == 1, said
     assert sum("already has a workflow" in out and "nothing started" in out for out in said) == 1, said
+
+
+async def test_a_model_call_hanging_past_its_timeout_is_retried_and_answered_once(
+    time_skipping_env: WorkflowEnvironment, tmp_path: Path
+) -> None:
+    """A model call that hangs past the model timeout is abandoned and retried; the ticket completes and the
+    call log shows each step answered once."""
+    ticket = example_ticket()
+    copy_playbook("hang-once", ticket.id, tmp_path / "playbooks")
+    settings = make_settings(tmp_path, playbooks=tmp_path / "playbooks")
+    settings.models.timeout_s = 1
+    client = time_skipping_env.client
+    async with running_workers(client, settings):
+        started = asyncio.get_running_loop().time()
+        result = await run_ticket(client, settings, ticket)
+        elapsed = asyncio.get_running_loop().time() - started
+    assert result.state == TicketState.READY_FOR_MERGE, result.reason
+    assert [call["step"] for call in model_calls(settings)] == [0, 1]
+    assert elapsed < 50  # the hung call was given up after about 6 s, not waited out
