@@ -393,13 +393,13 @@ def comment(
         raise UserError("the comment is empty", 2)
 
     async def go() -> None:
-        from factory.forge import LocalForge
+        from factory.forge import forge_for
 
         client, handle = await _running_ticket(settings, ticket_id, "open a new ticket for more work")
         await handle.signal(TicketWorkflow.comment, note)
         status = await ticket_status(client, handle.id)
         pr = status.pull_request if status else None
-        forge = LocalForge(settings.forge_root)
+        forge = forge_for(settings)
         if status is not None and pr is not None and forge.repo_exists(status.repo):
             # The comment also stands on the pull request, where people read the discussion.
             forge.add_comment(status.repo, pr.number, note.text, author=note.author)
@@ -443,11 +443,11 @@ def prs(
     repo: Annotated[str | None, typer.Option(help="Only this repo.")] = None,
     state: Annotated[str | None, typer.Option(help="open, closed or merged.")] = None,
 ) -> None:
-    """List pull requests on the local forge."""
-    from factory.forge import LocalForge
+    """List the pull requests on the configured forge (the local one by default)."""
+    from factory.forge import forge_for
 
     settings = ctx.obj.settings()
-    forge = LocalForge(settings.forge_root)
+    forge = forge_for(settings)
     table = Table("repo", "#", "state", "head → base", "title", "url")
     found = False
     for name in [repo] if repo else sorted(settings.repos):

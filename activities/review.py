@@ -19,7 +19,7 @@ from temporalio import activity
 from activities.ticket import boundary, in_thread
 from factory.config import Settings
 from factory.errors import BudgetExhausted
-from factory.forge import LocalForge, ReviewComment
+from factory.forge import ReviewComment, forge_for
 from factory.forge.gitops import ChangeSnapshot, read_change
 from factory.governance.dependencies import dependencies_from_diff, manifest_kind
 from factory.governance.hallucination import PopularNames, check_dependency, findings_from_verdicts
@@ -48,7 +48,7 @@ def _is_manifest(path: str) -> bool:
 class GovernanceActivities:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self.forge = LocalForge(settings.forge_root)
+        self.forge = forge_for(settings)
         self.ruff = str(Path(sys.executable).parent / "ruff")
 
     def _change(

@@ -30,7 +30,7 @@ from temporalio.exceptions import ApplicationError
 from factory.agent import step as agent_step
 from factory.config import Settings
 from factory.errors import BudgetExhausted, FactoryError, SandboxError
-from factory.forge import LocalForge
+from factory.forge import forge_for
 from factory.forge.gitops import clone_for_sandbox, verify_bundle_and_push
 from factory.models import (
     CloneRequest,
@@ -136,7 +136,7 @@ class TicketActivities:
     def __init__(self, settings: Settings, sandboxes: DockerSandboxes | None = None) -> None:
         self.settings = settings
         self.sandboxes = sandboxes or DockerSandboxes(settings.workspaces_root)
-        self.forge = LocalForge(settings.forge_root)
+        self.forge = forge_for(settings)
         self.queue = host_queue("execution", settings.host_name)
 
     def _workspace(self, sandbox: SandboxHandle) -> Workspace:

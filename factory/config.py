@@ -14,7 +14,7 @@ import tomllib
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
-from pydantic import BaseModel, Field, ValidationError, field_validator
+from pydantic import BaseModel, Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from factory.errors import ConfigError
@@ -25,6 +25,7 @@ __all__ = [
     "SANDBOX_IMAGE",
     "BudgetConfig",
     "BudgetOverrides",
+    "ForgeConfig",
     "GovernanceConfig",
     "ModelsConfig",
     "NotificationsConfig",
@@ -164,6 +165,17 @@ class NotificationsConfig(BaseModel):
     timeout_s: float = Field(default=10, gt=0)
 
 
+class ForgeConfig(BaseModel):
+    """Where pull requests are opened: the local forge (default) or GitHub's REST API."""
+
+    model_config = {"extra": "forbid"}
+
+    kind: Literal["local", "github"] = "local"
+    api_url: str = "https://api.github.com"
+    owner: str | None = Field(default=None, description="GitHub organisation or user owning the repositories.")
+    token: SecretStr | None = Field(default=None, description="Set it with FACTORY_FORGE__TOKEN, never in the file.")
+
+
 class TemporalConfig(BaseModel):
     model_config = {"extra": "forbid"}
 
@@ -187,6 +199,7 @@ class Settings(BaseSettings):
     budget: BudgetConfig = Field(default_factory=BudgetConfig)
     limits: TicketLimits = Field(default_factory=TicketLimits)
     governance: GovernanceConfig = Field(default_factory=GovernanceConfig)
+    forge: ForgeConfig = Field(default_factory=ForgeConfig)
     notifications: NotificationsConfig = Field(default_factory=NotificationsConfig)
     protected_branches: list[str] = Field(default_factory=lambda: ["main", "production"])
     egress_allow: list[str] = Field(

@@ -16,6 +16,7 @@ __all__ = [
     "DockerUnavailable",
     "FactoryError",
     "ForgeError",
+    "ForgeRequestRefused",
     "GitError",
     "ImageMissing",
     "ModelError",
@@ -128,6 +129,15 @@ class RemoteBranchConflict(GitError):
 
 class ForgeError(FactoryError):
     """The forge (local or remote) refused or failed a request."""
+
+
+class ForgeRequestRefused(ForgeError):
+    """The forge refused the request itself (credentials, permissions, no such repository, invalid input).
+
+    Retrying the same request cannot help, unlike a timeout, a 5xx or a rate limit.
+    """
+
+    permanent = True
 
 
 class ModelError(FactoryError):

@@ -10,6 +10,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import uuid
 from pathlib import Path
 
@@ -163,3 +164,38 @@ async def test_a_model_call_hanging_past_its_timeout_is_retried_and_answered_onc
     assert result.state == TicketState.READY_FOR_MERGE, result.reason
     assert [call["step"] for call in model_calls(settings)] == [0, 1]
     assert elapsed < 50  # the hung call was given up after about 6 s, not waited out
+
+
+async def test_a_forge_answering_5xx_then_recovering_gets_exactly_one_pull_request(
+    time_skipping_env: WorkflowEnvironment, tmp_path: Path
+) -> None:
+    """The forge (GitHub's API, here a local fake speaking it) answers 503, 503, 502 and then recovers: the
+    activity is retried, the ticket ends ready for merge, and GitHub holds exactly one pull request."""
+    from pydantic import SecretStr
+
+    from tests.unit.test_github_forge import OWNER, TOKEN, FakeGitHub, Handler, Server
+
+    server = Server(("127.0.0.1", 0), Handler)
+    server.fake = FakeGitHub(repos={"calculator"}, base_url=f"http://127.0.0.1:{server.server_address[1]}")
+    thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
+    thread.start()
+    try:
+        ticket = example_ticket()
+        copy_playbook("example", ticket.id, tmp_path / "playbooks")
+        settings = make_settings(tmp_path, playbooks=tmp_path / "playbooks")
+        settings.forge.kind = "github"
+        settings.forge.api_url = server.fake.base_url
+        settings.forge.owner = OWNER
+        settings.forge.token = SecretStr(TOKEN)
+        server.fake.fail_with = [503, 503, 502]
+        client = time_skipping_env.client
+        async with running_workers(client, settings):
+            result = await run_ticket(client, settings, ticket)
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=5)
+    assert result.state == TicketState.READY_FOR_MERGE, result.reason
+    assert server.fake.fail_with == []  # every failure was answered, and retried past
+    assert [pr["head"]["ref"] for pr in server.fake.prs.values()] == [result.branch]
+    assert result.pull_request is not None and result.pull_request.url.startswith("https://github.com/")
