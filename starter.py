@@ -564,25 +564,29 @@ def sandbox_check(
     raise typer.Exit(1 if any(not r.passed for r in results) else 0)
 
 
+async def reap_orphans(client: Client, settings: Settings, *, dry_run: bool = False) -> list[str]:
+    """Remove this installation's sandboxes whose workflow is closed or unknown (left by a crash or a terminate)."""
+    from factory.sandbox import LABEL_WORKFLOW, DockerSandboxes
+
+    sandboxes = DockerSandboxes(settings.workspaces_root)
+    ids = {c.labels.get(LABEL_WORKFLOW, "") for c in sandboxes.list_managed()} - {""}
+    closed = await closed_workflows(client, ids)
+    # A sandbox that appeared after the check belongs to a workflow not judged: it is kept.
+    return await asyncio.to_thread(sandboxes.reap, lambda workflow_id: workflow_id not in closed, dry_run=dry_run)
+
+
 @sandbox_app.command("reap")
 def sandbox_reap(
     ctx: typer.Context,
     dry_run: Annotated[bool, typer.Option(help="Only list what would be removed.")] = False,
 ) -> None:
     """Remove sandboxes whose ticket workflow is closed or unknown (by the factory's labels, never others)."""
-    from factory.sandbox import LABEL_WORKFLOW, DockerSandboxes
-
     settings = ctx.obj.settings()
-    sandboxes = DockerSandboxes(settings.workspaces_root)
 
-    async def go() -> set[str]:
-        client = await connect(settings)
-        ids = {c.labels.get(LABEL_WORKFLOW, "") for c in sandboxes.list_managed()} - {""}
-        return await closed_workflows(client, ids)
+    async def go() -> list[str]:
+        return await reap_orphans(await connect(settings), settings, dry_run=dry_run)
 
-    closed = _run(go())
-    # A sandbox that appeared after the check belongs to a workflow not judged: it is kept.
-    reaped = sandboxes.reap(lambda workflow_id: workflow_id not in closed, dry_run=dry_run)
+    reaped = _run(go())
     for name in reaped:
         console.print(f"{'would remove' if dry_run else 'removed'} {name}")
     console.print(f"{len(reaped)} orphaned sandbox(es) {'found' if dry_run else 'removed'}")

@@ -55,9 +55,18 @@ def build_workers(client: Client, settings: Settings, queues: list[str] | None =
 
 
 async def run_workers(settings: Settings, queues: list[str] | None = None) -> None:
-    from starter import connect
+    from starter import connect, reap_orphans
 
     client = await connect(settings)
+    if "execution" in (queues or QUEUES):
+        # The janitor's first step on every start: a worker that died may have left sandboxes behind.
+        try:
+            reaped = await reap_orphans(client, settings)
+        except Exception as exc:  # noqa: BLE001 - a failed clean-up must not keep the workers from starting
+            log.warning("orphan_reap_failed", error=str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__)
+        else:
+            if reaped:
+                log.info("orphans_reaped", removed=reaped)
     workers = build_workers(client, settings, queues)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
