@@ -287,7 +287,8 @@ class DockerSandboxes:
     def destroy(self, name_or_id: str, workspace: Path | None = None) -> bool:
         """Remove the container, its network and its use of a proxy (idempotent), and the repository copy.
 
-        The transcript and logs under ``meta/`` are kept for inspection.
+        The workspace defaults to the one named after the container. The transcript and logs under
+        ``meta/`` are kept for inspection.
         Returns whether a container was removed.
         """
         removed = False
@@ -300,11 +301,14 @@ class DockerSandboxes:
             except docker.errors.NotFound:
                 pass
         self._remove_network(network_name_for(name))
-        if workspace is not None:
-            ws = Workspace(workspace)
-            unmount_limited(ws.repo)
-            for path in (ws.repo, ws.out, ws.inbox):
-                shutil.rmtree(path, ignore_errors=True)
+        # Whatever path got here (a retried provision, a network already gone), no proxy is left serving nobody.
+        self.egress.remove_idle()
+        # The workspace is named after the container: derive it when not given, so its file system is never left
+        # mounted.
+        ws = Workspace(workspace if workspace is not None else self.workspaces_root / name)
+        unmount_limited(ws.repo)
+        for path in (ws.repo, ws.out, ws.inbox):
+            shutil.rmtree(path, ignore_errors=True)
         return removed
 
     def list_managed(self) -> list[Container]:

@@ -51,7 +51,7 @@ async def test_example_ticket_end_to_end_opens_exactly_one_pr_holding_the_fix(
 
     # Visibility is eventually consistent: the state attribute reaches ready_for_merge.
     query = f"TicketId = '{ticket.id}' AND TicketState = 'ready_for_merge'"
-    for _ in range(50):
+    for _ in range(150):
         found = [wf.id async for wf in dev_client.list_workflows(query)]
         if found:
             break

@@ -61,7 +61,8 @@ async def test_reap_removes_sandboxes_of_closed_or_unknown_workflows_only(
         assert not sandboxes.workspace_for(gone).repo.exists()
         assert sandboxes.workspace_for(running).repo.exists()
     finally:
-        for name in (*names.values(), foreign):
+        for name in names.values():
             sandboxes.destroy(name)
+        other_factory.destroy(foreign)
         unlabelled.remove(force=True)
         await dev_client.get_workflow_handle(running).terminate("test done")

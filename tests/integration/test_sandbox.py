@@ -6,7 +6,6 @@ environment make their own. Every container is removed in a fixture finaliser.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import uuid
@@ -62,11 +61,6 @@ def provision(root: Path) -> Box:
     return Box(sandboxes, container_id, name, workspace, ticket_id, workflow_id)
 
 
-def remove_quietly(client: docker.DockerClient, name: str) -> None:
-    with contextlib.suppress(docker.errors.NotFound):
-        client.containers.get(name).remove(force=True)
-
-
 @pytest.fixture(scope="module")
 def box(tmp_path_factory: pytest.TempPathFactory, docker_client: docker.DockerClient) -> Iterator[Box]:
     """One sandbox shared by the read-only checks of this module."""
@@ -74,7 +68,7 @@ def box(tmp_path_factory: pytest.TempPathFactory, docker_client: docker.DockerCl
     try:
         yield sandbox
     finally:
-        remove_quietly(docker_client, sandbox.name)
+        sandbox.sandboxes.destroy(sandbox.name)  # container, network and the workspace's file system
 
 
 @pytest.fixture
@@ -84,7 +78,7 @@ def fresh_box(tmp_path: Path, docker_client: docker.DockerClient) -> Iterator[Bo
     try:
         yield sandbox
     finally:
-        remove_quietly(docker_client, sandbox.name)
+        sandbox.sandboxes.destroy(sandbox.name)
 
 
 def inspect(client: docker.DockerClient, box: Box) -> dict[str, object]:
@@ -272,7 +266,7 @@ def test_no_credential_reaches_the_sandbox(
                 assert secret not in text
         assert "HOME=/home/agent" in seen  # the check looked at a real environment
     finally:
-        remove_quietly(docker_client, sandbox.name)
+        sandbox.sandboxes.destroy(sandbox.name)
 
 
 # --------------------------------------------------------------------------

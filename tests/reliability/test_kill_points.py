@@ -142,6 +142,8 @@ def assert_exactly_once(settings: Settings, ticket_id: str, result: TicketResult
         check=True,
     ).stdout.split()
     assert sorted(heads) == sorted(["refs/heads/main", f"refs/heads/{result.branch}"])
+    # Nothing of this installation is left on the engine: no sandbox, no egress proxy.
+    assert DockerSandboxes(settings.workspaces_root).list_managed() == []
 
 
 @pytest.mark.parametrize("point", list(KILL_POINTS))
