@@ -126,7 +126,7 @@ async def test_a_sandbox_process_out_of_memory_is_killed_and_the_ticket_goes_on(
     assert managed_containers(docker_client, workflow_id_for(ticket.id)) == []
 
 
-def test_starting_the_same_ticket_twice_at_once_starts_one_workflow(dev_client: Client, tmp_path: Path) -> None:
+async def test_starting_the_same_ticket_twice_at_once_starts_one_workflow(dev_client: Client, tmp_path: Path) -> None:
     """Two `factory start` of the same ticket at the same moment: one starts it, the other reports it."""
     ticket_id = f"DUP-{uuid.uuid4().hex[:6]}"
     copy_playbook("example", ticket_id, tmp_path / "playbooks")
@@ -140,7 +140,9 @@ def test_starting_the_same_ticket_twice_at_once_starts_one_workflow(dev_client: 
         subprocess.Popen(args, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         for _ in range(2)
     ]
-    outputs = [proc.communicate(timeout=120) for proc in procs]
+    outputs = [await asyncio.to_thread(proc.communicate, timeout=120) for proc in procs]
+    # No worker serves this ticket here; end it so no other test's worker on this server picks it up.
+    await dev_client.get_workflow_handle(f"ticket-{ticket_id}").terminate("test done")
     assert [proc.returncode for proc in procs] == [0, 0], outputs
     said = sorted(out for out, _ in outputs)
     assert sum(f"started ticket-{ticket_id}" in out for out in said) == 1, said
