@@ -105,27 +105,28 @@ class TicketWorkflow:
         )
         self._set_state(TicketState.RUNNING)
         self._resume_clock()
-        cancelled = False
+        result: TicketResult | None = None
+        ending = (TicketState.CANCELLED, "cancelled by request")
         try:
             result = await self._work(run)
         except _TicketEnded as ended:
-            result = self._finish(ended.state, ended.reason)
+            ending = (ended.state, ended.reason)
         except (ActivityError, ChildWorkflowError) as err:
             # A cancelled ticket shows up as its in-flight activity's (or review's) cancellation.
-            cancelled = isinstance(err.cause, CancelledError)
-            if not cancelled:
+            if not isinstance(err.cause, CancelledError):
                 timed_out = isinstance(err.cause, ActivityTimeout) and self._time_left() <= timedelta(0)
-                reason = self._time_limit_reason() if timed_out else _failure_reason(err)
-                result = self._finish(TicketState.FAILED, reason)
+                ending = (TicketState.FAILED, self._time_limit_reason() if timed_out else _failure_reason(err))
         except (asyncio.CancelledError, CancelledError):
-            cancelled = True
-        if cancelled:
-            self._finish(TicketState.CANCELLED, "cancelled by request")
-        # After a cancellation was delivered, new activities can still run: clean up first.
+            pass
+        # Clean up before the end state is shown: whoever stops following the ticket at its
+        # end state finds the sandbox gone. After a cancellation, activities can still run.
         await self._destroy_sandbox()
-        if cancelled:
+        if result is not None:
+            return result
+        final = self._finish(*ending)
+        if ending[0] == TicketState.CANCELLED:
             raise asyncio.CancelledError("ticket cancelled")
-        return result
+        return final
 
     async def _work(self, run: TicketRun) -> TicketResult:
         ticket = run.ticket
@@ -185,6 +186,7 @@ class TicketWorkflow:
         status.pull_request = pr
         self._log(f"pull request #{pr.number} {'opened' if pr.created else 'found'}: {pr.url}")
         if run.reviewer is None or run.review is None:
+            await self._destroy_sandbox()
             return self._finish(TicketState.READY_FOR_MERGE, f"pull request #{pr.number} is ready for merge")
         return await self._govern(run, pr, clone.base_commit, head)
 
