@@ -7,6 +7,7 @@ User errors print one line saying what to do and exit non-zero, without a traceb
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import signal
@@ -17,7 +18,7 @@ import time
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any, NoReturn, TypeVar
 
 import typer
 from rich.console import Console
@@ -799,30 +800,54 @@ def _escape(text: str) -> str:
     return text.replace("\\", "\\\\").replace("'", "\\'")
 
 
-def main() -> None:
+def exit_process(code: int) -> NoReturn:
+    """Flush and leave without interpreter teardown.
+
+    The Temporal client's Rust bridge keeps threads that may call into Python while the interpreter finalizes,
+    which aborts the process (SIGABRT, "PyGILState_Release ... must be current") after the command has done its
+    work (temporalio/sdk-python#300). Nothing of ours needs teardown: files are closed by the `with` blocks that
+    opened them, so the command's exit code is the one the user sees.
+    """
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(OSError, ValueError):
+            stream.flush()
+    os._exit(code)
+
+
+def main() -> NoReturn:
     """Entry point: user errors become one line on stderr, never a traceback."""
+    exit_process(_run_cli())
+
+
+def _run_cli() -> int:
     try:
         # Without standalone mode click returns the code of a typer.Exit instead of raising it.
         code = app(standalone_mode=False)
-        sys.exit(code if isinstance(code, int) else 0)
+        return code if isinstance(code, int) else 0
     except typer.Exit as exc:
-        sys.exit(exc.exit_code)
+        return int(exc.exit_code)
     except (FactoryError, UserError) as exc:
-        code = 2 if isinstance(exc, TicketInvalid) else getattr(exc, "code", 1)
         err_console.print(f"error: {exc}", markup=False, highlight=False)
-        sys.exit(code)
+        return 2 if isinstance(exc, TicketInvalid) else int(getattr(exc, "code", 1))
     except KeyboardInterrupt:
         err_console.print("interrupted; tickets keep running on the server (`factory list`)")
-        sys.exit(130)
-    except Exception as exc:  # click usage errors and the like
+        return 130
+    except SystemExit as exc:
+        if isinstance(exc.code, str):
+            err_console.print(exc.code, markup=False, highlight=False)
+        return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+    except Exception as exc:  # noqa: BLE001 - click usage errors; anything else is a bug, shown with its traceback
         import click
 
         if isinstance(exc, click.exceptions.ClickException):
             exc.show()
-            sys.exit(exc.exit_code)
+            return exc.exit_code
         if isinstance(exc, click.exceptions.Abort):
-            sys.exit(1)
-        raise
+            return 1
+        import traceback
+
+        traceback.print_exc()
+        return 1
 
 
 if __name__ == "__main__":

@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import signal
+import sys
 from pathlib import Path
 
 import structlog
@@ -90,10 +91,14 @@ def main() -> None:
     parser.add_argument("--config", type=Path, default=None, help="factory.toml to use")
     parser.add_argument("--queue", action="append", default=None, help=f"queue to serve: {', '.join(QUEUES)}")
     args = parser.parse_args()
+    from starter import exit_process
+
     try:
         run_forever(load_settings(args.config), args.queue)
     except FactoryError as exc:
-        raise SystemExit(f"error: {exc}") from None
+        print(f"error: {exc}", file=sys.stderr)
+        exit_process(1)
+    exit_process(0)
 
 
 if __name__ == "__main__":
