@@ -224,6 +224,14 @@ class Settings(BaseSettings):
         return self.home / "forge"
 
     @property
+    def tickets_root(self) -> Path:
+        return self.home / "tickets"
+
+    @property
+    def reports_root(self) -> Path:
+        return self.home / "reports"
+
+    @property
     def workspaces_root(self) -> Path:
         return self.home / "workspaces"
 

@@ -32,7 +32,10 @@ __all__ = [
     "SandboxError",
     "SandboxGone",
     "ServerUnreachable",
+    "TicketConflict",
     "TicketInvalid",
+    "TicketNotFound",
+    "TrackerError",
     "UnknownRepo",
     "WriteRefused",
 ]
@@ -192,5 +195,21 @@ class RegistryUnreachable(FactoryError):
 
 class PackageNameInvalid(FactoryError):
     """A package name breaks the registry's naming rules, so it is never looked up."""
+
+    permanent = True
+
+
+class TrackerError(FactoryError):
+    """The tracker could not read or store a ticket."""
+
+
+class TicketNotFound(TrackerError):
+    """No ticket with that id in the tracker."""
+
+    permanent = True
+
+
+class TicketConflict(TrackerError):
+    """The tracker refused the change: the ticket exists already, or is not in a state that allows it."""
 
     permanent = True

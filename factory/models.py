@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+from datetime import datetime
 from enum import StrEnum
 from typing import Any, Literal
 
@@ -17,12 +18,17 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from factory.errors import TicketInvalid
 
 __all__ = [
+    "READY_LABEL",
     "TERMINAL_STATES",
+    "Approval",
     "BudgetCaps",
     "CloneRequest",
     "CloneResult",
     "CommandRequest",
     "CommandResult",
+    "DiscoveredProblem",
+    "DiscoveryAction",
+    "DiscoveryRecord",
     "ExportRequest",
     "ExportResult",
     "FeedbackRequest",
@@ -50,6 +56,9 @@ __all__ = [
     "ToolCallRef",
     "ToolCallRequest",
     "ToolResult",
+    "TrackedTicket",
+    "TrackerComment",
+    "TrackerStatus",
     "TranscriptStart",
     "branch_name",
     "parse_ticket",
@@ -652,3 +661,74 @@ class HumanComment(BaseModel):
 
     author: str = Field(min_length=1, max_length=200)
     text: str = Field(min_length=1, max_length=20_000)
+
+
+# --------------------------------------------------------------------------
+# The tracker: tickets waiting for the factory
+
+READY_LABEL = "ready-for-robot"
+
+
+class TrackerStatus(StrEnum):
+    OPEN = "open"
+    CLOSED = "closed"
+
+
+class Approval(BaseModel):
+    """A person's go-ahead for the next night shift."""
+
+    by: str = Field(min_length=1, max_length=200)
+    at: datetime
+
+
+class TrackerComment(BaseModel):
+    author: str
+    at: datetime
+    text: str
+
+
+class TrackedTicket(BaseModel):
+    """A Standard Ticket as the tracker holds it, with what the tracker knows about it."""
+
+    ticket: Ticket
+    status: TrackerStatus = TrackerStatus.OPEN
+    created_at: datetime
+    updated_at: datetime
+    occurrences: int = Field(default=1, ge=1, description="Times discovery found this problem.")
+    first_seen: datetime | None = None
+    last_seen: datetime | None = None
+    sample: str | None = Field(default=None, description="The newest sample of the problem (log line, advisory).")
+    approval: Approval | None = None
+    reopened: int = Field(default=0, ge=0, description="Times a closed ticket came back.")
+    comments: list[TrackerComment] = Field(default_factory=list)
+    observations: list[str] = Field(
+        default_factory=list, description="Keys of the discovery runs already counted (newest last, bounded)."
+    )
+
+    @property
+    def id(self) -> str:
+        return self.ticket.id
+
+
+class DiscoveredProblem(BaseModel):
+    """What a discovery source found: a ticket to create, or to update when its fingerprint is known."""
+
+    ticket: Ticket
+    occurrences: int = Field(default=1, ge=1)
+    first_seen: datetime | None = None
+    last_seen: datetime | None = None
+    sample: str | None = None
+
+
+class DiscoveryAction(StrEnum):
+    CREATED = "created"
+    UPDATED = "updated"
+    REOPENED = "reopened"
+    UNCHANGED = "unchanged"
+
+
+class DiscoveryRecord(BaseModel):
+    ticket_id: str
+    fingerprint: str
+    action: DiscoveryAction
+    title: str
