@@ -29,12 +29,16 @@ __all__ = [
     "DiscoveredProblem",
     "DiscoveryAction",
     "DiscoveryRecord",
+    "DiscoveryRequest",
+    "DiscoverySource",
     "ExportRequest",
     "ExportResult",
     "FeedbackRequest",
+    "JanitorRequest",
     "ModelSpec",
     "ModelStepRequest",
     "ModelStepResult",
+    "NightShiftRequest",
     "Priority",
     "ProvisionRequest",
     "PullRequestRef",
@@ -732,3 +736,26 @@ class DiscoveryRecord(BaseModel):
     fingerprint: str
     action: DiscoveryAction
     title: str
+
+
+# --------------------------------------------------------------------------
+# Scheduled workflows: what each is started with (a schedule's action or the command line)
+
+
+class DiscoverySource(StrEnum):
+    LOGS = "logs"
+    COVERAGE = "coverage"
+    DEPS = "deps"
+
+
+class DiscoveryRequest(BaseModel):
+    repos: list[str] = Field(default_factory=list, description="Repos to look at; empty means every configured repo.")
+    only: list[DiscoverySource] = Field(default_factory=list, description="Sources to run; empty means all.")
+
+
+class NightShiftRequest(BaseModel):
+    night: str | None = Field(default=None, description="The night's date (YYYY-MM-DD); default: the start date.")
+
+
+class JanitorRequest(BaseModel):
+    repos: list[str] = Field(default_factory=list, description="Repos to update; empty means every configured repo.")
