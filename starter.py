@@ -34,13 +34,18 @@ from temporalio.service import RPCError, RPCStatusCode
 from factory.config import Settings, load_settings
 from factory.errors import FactoryError, ServerUnreachable, TicketInvalid
 from factory.models import (
+    READY_LABEL,
     TERMINAL_STATES,
+    DiscoveryRequest,
+    DiscoveryResult,
+    DiscoverySource,
     HumanComment,
     Ticket,
     TicketResult,
     TicketRun,
     TicketState,
     TicketStatus,
+    TrackerStatus,
     parse_ticket,
     ticket_schema,
     workflow_id_for,
@@ -56,6 +61,8 @@ server_app = typer.Typer(no_args_is_help=True, help="The embedded Temporal dev s
 app.add_typer(server_app, name="server")
 sandbox_app = typer.Typer(no_args_is_help=True, help="The Docker sandboxes tickets run in.")
 app.add_typer(sandbox_app, name="sandbox")
+logs_app = typer.Typer(no_args_is_help=True, help="The Log Miner's template mining, on any log file.")
+app.add_typer(logs_app, name="logs")
 console = Console(soft_wrap=True, width=None if sys.stdout.isatty() else 200)
 err_console = Console(stderr=True, soft_wrap=True)
 T = TypeVar("T")
@@ -439,6 +446,163 @@ def check_deps(
 
 
 @app.command()
+def discover(
+    ctx: typer.Context,
+    repo: Annotated[list[str] | None, typer.Option(help="Only this repo (repeatable); default: every repo.")] = None,
+    only: Annotated[
+        list[str] | None, typer.Option(help="Only this source (repeatable): logs, coverage or deps.")
+    ] = None,
+    wait: Annotated[bool, typer.Option("--wait/--no-wait", help="Wait for the run and print what it filed.")] = True,
+) -> None:
+    """Run the discovery loop now: file new tickets `ready-for-robot` in the tracker, update known ones."""
+    from factory.discovery.loop import describe, plan_discovery
+    from workflows.discovery import DISCOVERY_QUEUE, DiscoveryWorkflow
+
+    settings = ctx.obj.settings()
+    known = {s.value for s in DiscoverySource}
+    unknown = [name for name in only or [] if name not in known]
+    if unknown:
+        raise UserError(f"unknown source {unknown[0]!r}: one of {', '.join(sorted(known))}", 2)
+    request = DiscoveryRequest(repos=repo or [], only=[DiscoverySource(name) for name in only or []])
+    plan = plan_discovery(settings, request)  # unknown repos are refused here, before anything starts
+    if not plan.targets:
+        raise UserError("no repos to look at: add a [repos.NAME] table to factory.toml", 2)
+    workflow_id = "discovery-" + ("-".join(sorted(repo)) if repo else "all")
+
+    async def go() -> int:
+        client = await connect(settings)
+        try:
+            handle = await client.start_workflow(
+                DiscoveryWorkflow.run,
+                request,
+                id=workflow_id,
+                task_queue=DISCOVERY_QUEUE,
+                id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE,
+            )
+        except WorkflowAlreadyStartedError:
+            console.print(f"a discovery run {workflow_id} is already running; not starting another")
+            return 0
+        console.print(f"discovery started: {workflow_id} ({_ui_link(settings, workflow_id)})")
+        if not wait:
+            return 0
+        result: DiscoveryResult = await handle.result()
+        for record in result.records:
+            console.print(f"  {record.action.value:9} {record.ticket_id}  {record.title}", markup=False)
+        for warning in result.warnings:
+            err_console.print(f"warning: {warning}", markup=False, highlight=False)
+        console.print(f"discovery done: {describe(result.records)}")
+        return 0
+
+    raise typer.Exit(_run(go()))
+
+
+@app.command()
+def janitor(
+    ctx: typer.Context,
+    repo: Annotated[str | None, typer.Option(help="Only this repo; default: every configured repo.")] = None,
+    wait: Annotated[bool, typer.Option("--wait", help="Wait for the run and print each repo's outcome.")] = False,
+) -> None:
+    """Run the Janitor now: update outdated dependencies one at a time, one pull request per repo."""
+    from factory.models import JanitorRequest, JanitorResult
+    from workflows.janitor import JanitorWorkflow
+
+    settings = ctx.obj.settings()
+    if repo is not None and repo not in settings.repos:
+        known = ", ".join(sorted(settings.repos)) or "none configured"
+        raise UserError(f"unknown repo {repo!r} (known: {known}): add a [repos.{repo}] table to factory.toml", 2)
+    if not settings.repos:
+        raise UserError("no repos to update: add a [repos.NAME] table to factory.toml", 2)
+    workflow_id = f"janitor-{repo or 'all'}"
+
+    async def go() -> int:
+        client = await connect(settings)
+        try:
+            handle = await client.start_workflow(
+                JanitorWorkflow.run,
+                JanitorRequest(repos=[repo] if repo else []),
+                id=workflow_id,
+                task_queue=EXECUTION_QUEUE,
+                id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE,
+                static_summary=f"janitor: {repo or 'every repo'}",
+            )
+        except WorkflowAlreadyStartedError:
+            console.print(f"a janitor run {workflow_id} is already running; not starting another")
+            return 0
+        console.print(f"janitor started: {workflow_id} ({_ui_link(settings, workflow_id)})")
+        if not wait:
+            return 0
+        result: JanitorResult = await handle.result()
+        for outcome in result.repos:
+            link = f" {outcome.pull_request.url}" if outcome.pull_request else ""
+            console.print(f"  {outcome.repo}: {outcome.outcome} — {outcome.reason}{link}", markup=False)
+        return 1 if any(o.outcome == "failed" for o in result.repos) else 0
+
+    raise typer.Exit(_run(go()))
+
+
+@logs_app.command("cluster")
+def logs_cluster(
+    file: Annotated[str, typer.Argument(metavar="[FILE]", help="Log lines to group; - or nothing: stdin.")] = "-",
+    templates: Annotated[bool, typer.Option("--templates", help="Print each group's template and count.")] = False,
+) -> None:
+    """Group log lines by template: one group id per input line, in input order."""
+    from factory.discovery.templates import cluster_lines
+
+    if file == "-":
+        text = sys.stdin.read()
+    else:
+        try:
+            text = Path(file).read_text(encoding="utf-8", errors="replace")
+        except OSError as exc:
+            raise UserError(f"cannot read {file}: {exc.strerror}", 2) from None
+    ids, miner = cluster_lines(text.splitlines())
+    if templates:
+        out = [f"{count}\t{template}" for template, count in miner.templates()]
+    else:
+        out = [str(group) for group in ids]
+    if out:
+        sys.stdout.write("\n".join(out) + "\n")
+
+
+@app.command()
+def tickets(
+    ctx: typer.Context,
+    label: Annotated[str | None, typer.Option(help=f"Only tickets with this label, e.g. {READY_LABEL}.")] = None,
+    source: Annotated[
+        str | None, typer.Option(help="Only tickets from this source: log-miner, coverage-analyst, ...")
+    ] = None,
+    status: Annotated[str | None, typer.Option(help="open or closed (default: both).")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the tracked tickets as JSON lines.")] = False,
+) -> None:
+    """List the tickets in the tracker (the local one under .factory/tickets by default)."""
+    from factory.trackers import tracker_for
+
+    settings = ctx.obj.settings()
+    if status is not None and status not in {s.value for s in TrackerStatus}:
+        raise UserError(f"unknown status {status!r}: open or closed", 2)
+    found = tracker_for(settings).list(label=label, source=source, status=TrackerStatus(status) if status else None)
+    if as_json:
+        for tracked in found:
+            sys.stdout.write(tracked.model_dump_json() + "\n")
+        return
+    table = Table("ticket", "status", "type", "priority", "repo", "seen", "source", "approved", "title")
+    for tracked in found:
+        ticket = tracked.ticket
+        table.add_row(
+            ticket.id,
+            tracked.status.value,
+            ticket.type.value,
+            ticket.priority.value,
+            ticket.context.repo,
+            str(tracked.occurrences),
+            ticket.source or "",
+            tracked.approval.by if tracked.approval else "",
+            ticket.display_title,
+        )
+    console.print(table if found else "no tickets match")
+
+
+@app.command()
 def prs(
     ctx: typer.Context,
     repo: Annotated[str | None, typer.Option(help="Only this repo.")] = None,
@@ -503,6 +667,309 @@ def _start_worker_background(settings: Settings, options: Context, queues: list[
         proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
     pid_file.write_text(str(proc.pid))
     return proc.pid
+
+
+# -- the night shift: approval, the batch, the Nightly Report -----------------------------
+
+
+def _approver() -> str:
+    import getpass
+
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):
+        return "unknown"
+
+
+@app.command()
+def approve(
+    ctx: typer.Context,
+    ticket_ids: Annotated[list[str] | None, typer.Argument(metavar="ID...", help="Tickets to approve.")] = None,
+    all_ready: Annotated[
+        bool, typer.Option("--all-ready", help="Approve the open ready-for-robot tickets not approved yet.")
+    ] = False,
+    limit: Annotated[
+        int | None, typer.Option(help="With --all-ready: at most this many (default [night_shift] approve_limit).")
+    ] = None,
+    by: Annotated[str | None, typer.Option(help="Who approves (default: the local user name).")] = None,
+) -> None:
+    """Approve ready-for-robot tickets for the next night shift; an invalid one is refused and nothing changes."""
+    from datetime import UTC, datetime
+
+    from factory.night_shift import approval_problem, order_ready
+    from factory.trackers import tracker_for
+
+    settings = ctx.obj.settings()
+    if bool(ticket_ids) == all_ready:
+        raise UserError("name the tickets to approve (factory approve ID...), or pass --all-ready", 2)
+    tracker = tracker_for(settings)
+    approver = by or _approver()
+    if all_ready:
+        candidates = order_ready(tracker.list(label=READY_LABEL, status=TrackerStatus.OPEN, approved=False))
+        chosen = []
+        for tracked in candidates:
+            problem = approval_problem(tracked, tracked.id, settings)
+            if problem is not None:
+                err_console.print(f"skipped {problem}", markup=False, highlight=False)
+                continue
+            chosen.append(tracked.id)
+            if len(chosen) >= (limit or settings.night_shift.approve_limit):
+                break
+    else:
+        wanted = list(dict.fromkeys(ticket_ids or []))
+        # Everything is checked before anything changes: one bad id refuses the whole command.
+        problems = [p for p in (approval_problem(tracker.get(i), i, settings) for i in wanted) if p is not None]
+        if problems:
+            raise UserError("approval refused: " + "; ".join(problems), 2)
+        chosen = wanted
+    now = datetime.now(UTC)
+    for ticket_id in chosen:
+        tracked = tracker.approve(ticket_id, approver, now)
+        approval = tracked.approval
+        assert approval is not None
+        already = "" if approval.at == now else f" (already, by {approval.by} at {approval.at:%Y-%m-%d %H:%M} UTC)"
+        console.print(f"approved {ticket_id}{already}", markup=False)
+    if not chosen:
+        console.print("no ticket to approve")
+
+
+@app.command()
+def unapprove(
+    ctx: typer.Context,
+    ticket_ids: Annotated[list[str], typer.Argument(metavar="ID...", help="Tickets to take out of the next night.")],
+) -> None:
+    """Withdraw the approval of tickets; the night shift leaves them alone."""
+    from factory.trackers import tracker_for
+
+    settings = ctx.obj.settings()
+    tracker = tracker_for(settings)
+    unknown = [i for i in dict.fromkeys(ticket_ids) if tracker.get(i) is None]
+    if unknown:
+        raise UserError(f"no such ticket in the tracker: {', '.join(unknown)}", 2)
+    for ticket_id in dict.fromkeys(ticket_ids):
+        was = tracker.get(ticket_id)
+        tracker.unapprove(ticket_id)
+        console.print(f"unapproved {ticket_id}" if was and was.approval else f"{ticket_id} was not approved")
+
+
+@app.command()
+def queue(ctx: typer.Context) -> None:
+    """What tonight's batch holds: the approved tickets, in the order the night shift takes them."""
+    from datetime import UTC, datetime
+
+    from factory.night_shift import next_occurrence, select_batch
+    from factory.runs import resolve_ticket_run
+    from factory.trackers import tracker_for
+
+    settings = ctx.obj.settings()
+    config = settings.night_shift
+    batch = select_batch(tracker_for(settings).list(label=READY_LABEL, status=TrackerStatus.OPEN, approved=True))
+    table = Table("#", "ticket", "priority", "repo", "cost cap", "approved by", "approved at (UTC)", "title")
+    committed = 0.0
+    for index, tracked in enumerate(batch, 1):
+        try:
+            cap = resolve_ticket_run(tracked.ticket, settings).caps.cost_usd
+            cap_text = "none" if cap is None else f"${cap:.2f}"
+            committed += cap or 0.0
+        except FactoryError as exc:
+            cap_text = f"cannot run: {exc}"[:60]
+        approval = tracked.approval
+        table.add_row(
+            str(index),
+            tracked.id,
+            tracked.ticket.priority.value,
+            tracked.ticket.context.repo,
+            cap_text,
+            approval.by if approval else "",
+            f"{approval.at:%Y-%m-%d %H:%M}" if approval else "",
+            tracked.ticket.display_title,
+        )
+    console.print(table if batch else "no approved tickets: `factory approve ID...` or `factory approve --all-ready`")
+    starts = next_occurrence(datetime.now(UTC), config.start, config.time_zone)
+    night_cap = "no cap" if config.cost_cap_usd is None else f"${config.cost_cap_usd:.2f}"
+    console.print(
+        f"{len(batch)} ticket(s), cost caps adding up to ${committed:.2f}; night cost cap {night_cap}; "
+        f"{config.max_concurrent} at a time; next night shift {starts:%Y-%m-%d %H:%M} UTC "
+        f"({config.start} {config.time_zone})",
+        markup=False,
+    )
+
+
+@app.command()
+def report(
+    ctx: typer.Context,
+    night: Annotated[
+        str | None, typer.Argument(metavar="[DATE]", help="The night, YYYY-MM-DD (default: latest).")
+    ] = None,
+) -> None:
+    """Show a Nightly Report (Markdown, from .factory/reports/)."""
+    from factory.night_shift import read_report
+
+    settings = ctx.obj.settings()
+    _, text = read_report(settings.reports_root, night)
+    sys.stdout.write(text)
+
+
+# -- schedules -----------------------------------------------------------------------------
+
+schedules_app = typer.Typer(no_args_is_help=True, help="The factory's Temporal schedules, declared in code.")
+app.add_typer(schedules_app, name="schedules")
+
+
+def _temporal_schedule(declared: Any) -> Any:
+    from temporalio.client import (
+        Schedule,
+        ScheduleActionStartWorkflow,
+        ScheduleOverlapPolicy,
+        SchedulePolicy,
+        ScheduleSpec,
+        ScheduleState,
+    )
+
+    overlap = {
+        "skip": ScheduleOverlapPolicy.SKIP,
+        "buffer_one": ScheduleOverlapPolicy.BUFFER_ONE,
+        "allow_all": ScheduleOverlapPolicy.ALLOW_ALL,
+    }[declared.overlap]
+    return Schedule(
+        action=ScheduleActionStartWorkflow(
+            declared.workflow,
+            declared.request,
+            id=declared.workflow_id,
+            task_queue=declared.task_queue,
+            static_summary=declared.note[:200],
+        ),
+        spec=ScheduleSpec(cron_expressions=[declared.cron], time_zone_name=declared.time_zone),
+        policy=SchedulePolicy(overlap=overlap),
+        state=ScheduleState(note=declared.note),
+    )
+
+
+async def apply_schedules(client: Client, settings: Settings) -> list[tuple[str, str]]:
+    """Create each declared schedule, or update the one of that name (keeping it paused if it was)."""
+    from temporalio.client import ScheduleAlreadyRunningError, ScheduleUpdate, ScheduleUpdateInput
+
+    from factory.schedules import declared_schedules
+
+    applied = []
+    for declared in declared_schedules(settings):
+        schedule = _temporal_schedule(declared)
+        try:
+            await client.create_schedule(declared.name, schedule)
+            applied.append((declared.name, "created"))
+            continue
+        except ScheduleAlreadyRunningError:
+            pass
+
+        def update(current: ScheduleUpdateInput, schedule: Any = schedule) -> ScheduleUpdate:
+            state = current.description.schedule.state
+            schedule.state.paused = state.paused
+            if state.paused:
+                schedule.state.note = state.note
+            return ScheduleUpdate(schedule=schedule)
+
+        await client.get_schedule_handle(declared.name).update(update)
+        applied.append((declared.name, "updated"))
+    return applied
+
+
+async def _schedule_handle(settings: Settings, name: str) -> Any:
+    from factory.schedules import declared_schedule
+
+    declared_schedule(settings, name)  # an unknown name is refused before any connection
+    client = await connect(settings)
+    handle = client.get_schedule_handle(name)
+    try:
+        await handle.describe()
+    except RPCError as exc:
+        if exc.status == RPCStatusCode.NOT_FOUND:
+            raise UserError(f"schedule {name} is not on the server yet: run `factory schedules apply`") from None
+        raise
+    return handle
+
+
+@schedules_app.command("apply")
+def schedules_apply(ctx: typer.Context) -> None:
+    """Create or update every declared schedule (idempotent: never a duplicate)."""
+    settings = ctx.obj.settings()
+
+    async def go() -> list[tuple[str, str]]:
+        return await apply_schedules(await connect(settings), settings)
+
+    for name, action in _run(go()):
+        console.print(f"{action} schedule {name}")
+
+
+@schedules_app.command("list")
+def schedules_list(ctx: typer.Context) -> None:
+    """The declared schedules: when, what, paused or not, next runs."""
+    from factory.schedules import declared_schedules
+
+    settings = ctx.obj.settings()
+
+    async def go() -> None:
+        client = await connect(settings)
+        table = Table("schedule", "when (cron)", "time zone", "workflow", "queue", "state", "next run (UTC)", "runs")
+        for declared in declared_schedules(settings):
+            try:
+                description = await client.get_schedule_handle(declared.name).describe()
+            except RPCError as exc:
+                if exc.status != RPCStatusCode.NOT_FOUND:
+                    raise
+                row = ["not applied", "", ""]
+            else:
+                upcoming = description.info.next_action_times
+                row = [
+                    "paused" if description.schedule.state.paused else "active",
+                    f"{upcoming[0]:%Y-%m-%d %H:%M}" if upcoming else "",
+                    str(description.info.num_actions),
+                ]
+            table.add_row(
+                declared.name, declared.cron, declared.time_zone, declared.workflow, declared.task_queue, *row
+            )
+        console.print(table)
+
+    _run(go())
+
+
+@schedules_app.command("trigger")
+def schedules_trigger(ctx: typer.Context, name: Annotated[str, typer.Argument(help="Schedule name.")]) -> None:
+    """Fire a schedule now (its overlap policy still applies: a running night shift is not doubled)."""
+    settings = ctx.obj.settings()
+
+    async def go() -> None:
+        await (await _schedule_handle(settings, name)).trigger()
+
+    _run(go())
+    console.print(f"triggered schedule {name}")
+
+
+@schedules_app.command("pause")
+def schedules_pause(
+    ctx: typer.Context,
+    name: Annotated[str, typer.Argument(help="Schedule name.")],
+    note: Annotated[str | None, typer.Option(help="Why (shown in the Web UI).")] = None,
+) -> None:
+    """Pause a schedule: it fires no more until resumed."""
+    settings = ctx.obj.settings()
+
+    async def go() -> None:
+        await (await _schedule_handle(settings, name)).pause(note=note or f"paused by {_approver()}")
+
+    _run(go())
+    console.print(f"paused schedule {name}")
+
+
+@schedules_app.command("resume")
+def schedules_resume(ctx: typer.Context, name: Annotated[str, typer.Argument(help="Schedule name.")]) -> None:
+    """Resume a paused schedule."""
+    settings = ctx.obj.settings()
+
+    async def go() -> None:
+        await (await _schedule_handle(settings, name)).unpause(note=f"resumed by {_approver()}")
+
+    _run(go())
+    console.print(f"resumed schedule {name}")
 
 
 # -- sandboxes --------------------------------------------------------------------------

@@ -3,8 +3,8 @@
 Queues: ``execution`` (ticket workflows and the activities any host can run),
 ``execution@<host>`` (this host's sandboxes: the workspace lives here, so every
 sandbox activity of a ticket is routed to the host that provisioned it) and
-``governance`` (review workflows and their checks). The ``discovery`` queue gets
-its worker with its workflow.
+``governance`` (review workflows and their checks) and ``discovery`` (the
+discovery loop: log mining, dependency audit, filing tickets in the tracker).
 """
 
 from __future__ import annotations
@@ -19,18 +19,24 @@ import structlog
 from temporalio.client import Client
 from temporalio.worker import Worker
 
+from activities.discovery import DiscoveryActivities
+from activities.janitor import JanitorActivities
+from activities.night_shift import NightShiftActivities
 from activities.review import GovernanceActivities
 from activities.ticket import TicketActivities, host_queue
 from factory.config import Settings, load_settings
 from factory.errors import FactoryError
 from factory.llm.scripted import register_scripted_provider
 from factory.telemetry import configure_logging
+from workflows.discovery import DISCOVERY_QUEUE, DiscoveryWorkflow
+from workflows.janitor import JanitorWorkflow
+from workflows.night_shift import NightShiftWorkflow
 from workflows.review import GOVERNANCE_QUEUE, ReviewWorkflow
 from workflows.ticket import TicketWorkflow
 
 __all__ = ["QUEUES", "build_workers", "run_forever", "run_workers"]
 
-QUEUES = ("execution", "governance")
+QUEUES = ("execution", "governance", "discovery")
 log = structlog.get_logger()
 
 
@@ -43,14 +49,34 @@ def build_workers(client: Client, settings: Settings, queues: list[str] | None =
     activities = TicketActivities(settings)
     workers = []
     if "execution" in wanted:
-        workers.append(Worker(client, task_queue="execution", workflows=[TicketWorkflow], activities=activities.all()))
+        night_shift = NightShiftActivities(settings)
+        janitor = JanitorActivities(settings, activities.sandboxes)
         workers.append(
-            Worker(client, task_queue=host_queue("execution", settings.host_name), activities=activities.all())
+            Worker(
+                client,
+                task_queue="execution",
+                workflows=[TicketWorkflow, NightShiftWorkflow, JanitorWorkflow],
+                activities=[*activities.all(), *night_shift.all(), *janitor.all()],
+            )
+        )
+        # This host's sandboxes: every activity that reads or writes a workspace runs here.
+        discovery = DiscoveryActivities(settings)
+        workers.append(
+            Worker(
+                client,
+                task_queue=host_queue("execution", settings.host_name),
+                activities=[*activities.all(), discovery.read_coverage, *janitor.all()],
+            )
         )
     if GOVERNANCE_QUEUE in wanted:
         governance = GovernanceActivities(settings)
         workers.append(
             Worker(client, task_queue=GOVERNANCE_QUEUE, workflows=[ReviewWorkflow], activities=governance.all())
+        )
+    if DISCOVERY_QUEUE in wanted:
+        discovery = DiscoveryActivities(settings)
+        workers.append(
+            Worker(client, task_queue=DISCOVERY_QUEUE, workflows=[DiscoveryWorkflow], activities=discovery.all())
         )
     return workers
 

@@ -122,11 +122,20 @@ def _workspace_of(request: Any, result: Any) -> Path | None:
     return None
 
 
+def heartbeat_interval() -> float:
+    """How often to heartbeat: every 5 s, or a third of a shorter heartbeat timeout so no beat comes late."""
+    timeout = activity.info().heartbeat_timeout
+    if timeout is None or timeout.total_seconds() <= 0:
+        return _HEARTBEAT_EVERY_S
+    return min(_HEARTBEAT_EVERY_S, timeout.total_seconds() / 3)
+
+
 async def in_thread(fn: Callable[..., R], *args: Any, **kwargs: Any) -> R:
     """Run blocking work in a thread, heartbeating until it ends."""
     task = asyncio.ensure_future(asyncio.to_thread(fn, *args, **kwargs))
+    every = heartbeat_interval()
     while True:
-        done, _ = await asyncio.wait({task}, timeout=_HEARTBEAT_EVERY_S)
+        done, _ = await asyncio.wait({task}, timeout=every)
         if done:
             return task.result()
         activity.heartbeat()
@@ -227,7 +236,7 @@ class TicketActivities:
         )
         try:
             while True:
-                done, _ = await asyncio.wait({call}, timeout=_HEARTBEAT_EVERY_S)
+                done, _ = await asyncio.wait({call}, timeout=heartbeat_interval())
                 if done:
                     return call.result()
                 activity.heartbeat(f"waiting for {request.model.name}")

@@ -18,21 +18,26 @@ from pydantic import BaseModel, Field, SecretStr, ValidationError, field_validat
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from factory.errors import ConfigError
-from factory.models import BudgetCaps, TicketLimits, TicketType
+from factory.models import BudgetCaps, DiscoverySource, TicketLimits, TicketType
 
 __all__ = [
     "DEFAULT_CONFIG_NAME",
     "SANDBOX_IMAGE",
     "BudgetConfig",
     "BudgetOverrides",
+    "CoverageConfig",
     "ForgeConfig",
     "GovernanceConfig",
+    "JanitorConfig",
+    "LogMinerConfig",
     "ModelsConfig",
+    "NightShiftConfig",
     "NotificationsConfig",
     "PriceConfig",
     "RepoConfig",
     "Settings",
     "TemporalConfig",
+    "WatchdogConfig",
     "load_settings",
 ]
 
@@ -105,6 +110,10 @@ class RepoConfig(BaseModel):
     seed_from: str | None = Field(
         default=None, description="A directory to create the repo from on the local forge when it does not exist yet."
     )
+    log_sources: list[str] = Field(
+        default_factory=list,
+        description="Files or directories of exported errors (Sentry events, JSON lines, logs) the Log Miner reads.",
+    )
     budget: BudgetOverrides = Field(default_factory=BudgetOverrides)
     budget_by_type: dict[TicketType, BudgetOverrides] = Field(default_factory=dict)
 
@@ -155,6 +164,90 @@ class GovernanceConfig(BaseModel):
     new_package_days: int = Field(default=30, ge=0, description="Packages first published more recently are flagged.")
 
 
+class DiscoveryConfig(BaseModel):
+    """The discovery loop: which sources run by default and how big a run may get."""
+
+    model_config = {"extra": "forbid"}
+
+    sources: list[DiscoverySource] = Field(
+        default_factory=lambda: list(DiscoverySource), description="Sources a run uses unless told otherwise."
+    )
+    coverage_timeout_s: int = Field(default=900, ge=1, description="Time limit of the coverage run in the sandbox.")
+
+
+class CoverageConfig(BaseModel):
+    """The Coverage Analyst: which modules deserve a "Write tests for MODULE" ticket."""
+
+    model_config = {"extra": "forbid"}
+
+    min_rise_points: float = Field(
+        default=10, gt=0, le=100, description="Percentage points a module's coverage must rise for the ticket to pass."
+    )
+    max_tickets: int = Field(default=5, ge=0, description="Tickets filed per repo and run, the worst modules first.")
+    min_statements: int = Field(default=20, ge=1, description="Smaller modules are not worth a ticket.")
+    max_percent: float = Field(default=90, ge=0, le=100, description="Modules covered this well get no ticket.")
+    exclude: list[str] = Field(
+        default_factory=lambda: [
+            "tests/*",
+            "*/tests/*",
+            "test/*",
+            "*/test/*",
+            "test_*.py",
+            "*/test_*.py",
+            "*_test.py",
+            "conftest.py",
+            "*/conftest.py",
+            "setup.py",
+            "*/migrations/*",
+            "*/__tests__/*",
+            "*.test.*",
+            "*.spec.*",
+            "node_modules/*",
+        ],
+        description="fnmatch patterns of repository paths that are never ticketed (``*`` spans folders).",
+    )
+
+
+class WatchdogConfig(BaseModel):
+    """The Dependency Watchdog: which dependency problems become tickets."""
+
+    model_config = {"extra": "forbid"}
+
+    max_tickets: int = Field(default=10, ge=0, description="Tickets filed per repo and run, the most urgent first.")
+    majors_behind: int = Field(
+        default=1, ge=0, description="A problem from this many major versions behind the latest (0: never)."
+    )
+    minors_behind: int = Field(
+        default=0, ge=0, description="A problem from this many minor versions behind within the same major (0: never)."
+    )
+    include_dev: bool = Field(default=True, description="Audit development dependencies too (tests, lint, docs).")
+    include_transitive: bool = Field(
+        default=True, description="Check versions pinned only by a lock file (transitive ones) for advisories."
+    )
+
+
+class LogMinerConfig(BaseModel):
+    """The Log Miner: which recurring errors become bug tickets."""
+
+    model_config = {"extra": "forbid"}
+
+    min_occurrences: int = Field(default=3, ge=1, description="A group needs this many errors in the window.")
+    window_hours: float = Field(default=168, gt=0, description="Only errors this recent count (untimed ones always).")
+    min_rate_per_hour: float | None = Field(
+        default=None, gt=0, description="If set, a group also needs this many errors per hour of the window."
+    )
+    high_occurrences: int = Field(default=50, ge=1, description="This many, seen in the last 24 h: high priority.")
+    max_tickets_per_run: int = Field(default=10, ge=0, description="Tickets filed per repo and run, most urgent first.")
+    in_app_prefixes: list[str] = Field(
+        default_factory=list,
+        description="Path prefixes of the repo's own code in traces (stripped to make repo paths); "
+        "empty: the source's in_app flag, else any frame outside site-packages.",
+    )
+    excluded_modules: list[str] = Field(
+        default_factory=list, description="Modules (and their submodules) never counted as the repo's own code."
+    )
+
+
 class NotificationsConfig(BaseModel):
     """Incoming webhooks told when a pull request is ready for merge."""
 
@@ -163,6 +256,51 @@ class NotificationsConfig(BaseModel):
     slack_webhook_url: str | None = None
     discord_webhook_url: str | None = None
     timeout_s: float = Field(default=10, gt=0)
+
+
+class NightShiftConfig(BaseModel):
+    """The night shift: when it starts, how much it runs at once, what a night may cost, and the other schedules."""
+
+    model_config = {"extra": "forbid"}
+
+    time_zone: str = Field(default="UTC", description="IANA zone of every schedule time, e.g. Europe/Berlin.")
+    start: str = Field(default="19:00", description="When the night shift starts (HH:MM).")
+    report_at: str = Field(default="08:00", description="When the interim Nightly Report is due if still running.")
+    max_concurrent: int = Field(default=5, ge=1, description="Tickets running at once (a sliding window).")
+    cost_cap_usd: float | None = Field(
+        default=50.0, gt=0, description='What one night may cost across its batch ("none": no cap).'
+    )
+    approve_limit: int = Field(default=20, ge=1, description="Default of `factory approve --all-ready --limit`.")
+    discovery_at: str = Field(default="17:00", description="Daily discovery run, before the 18:00 approval.")
+    janitor_at: str = Field(default="02:00", description="Weekly janitor run, on janitor_day.")
+    janitor_day: Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"] = "sun"
+
+    @field_validator("cost_cap_usd", mode="before")
+    @classmethod
+    def _none_removes_cap(cls, value: Any) -> Any:
+        return _no_cap(value)
+
+    @field_validator("start", "report_at", "discovery_at", "janitor_at")
+    @classmethod
+    def _clock(cls, value: str) -> str:
+        parts = value.strip().split(":")
+        if not 2 <= len(parts) <= 3 or not all(p.isdigit() for p in parts):
+            raise ValueError("must be a time of day HH:MM")
+        hour, minute, second = (int(p) for p in [*parts, "0"][:3])
+        if hour > 23 or minute > 59 or second > 59:
+            raise ValueError("must be a time of day HH:MM")
+        return value.strip()
+
+    @field_validator("time_zone")
+    @classmethod
+    def _known_zone(cls, value: str) -> str:
+        from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"unknown time zone {value!r} (an IANA name such as Europe/Berlin)") from None
+        return value
 
 
 class ForgeConfig(BaseModel):
@@ -174,6 +312,17 @@ class ForgeConfig(BaseModel):
     api_url: str = "https://api.github.com"
     owner: str | None = Field(default=None, description="GitHub organisation or user owning the repositories.")
     token: SecretStr | None = Field(default=None, description="Set it with FACTORY_FORGE__TOKEN, never in the file.")
+
+
+class JanitorConfig(BaseModel):
+    """The weekly dependency update: one branch and pull request per repo, one package at a time."""
+
+    model_config = {"extra": "forbid"}
+
+    branch: str = Field(default="chore/update-deps", description="The branch (and pull request) of the updates.")
+    max_packages: int = Field(default=20, ge=1, description="Updates tried per repo and run.")
+    pip_index_url: str = Field(default="https://pypi.org/simple", description="The index pip installs from.")
+    npm_registry: str = Field(default="https://registry.npmjs.org/", description="The registry npm installs from.")
 
 
 class TemporalConfig(BaseModel):
@@ -200,7 +349,13 @@ class Settings(BaseSettings):
     limits: TicketLimits = Field(default_factory=TicketLimits)
     governance: GovernanceConfig = Field(default_factory=GovernanceConfig)
     forge: ForgeConfig = Field(default_factory=ForgeConfig)
+    night_shift: NightShiftConfig = Field(default_factory=NightShiftConfig)
     notifications: NotificationsConfig = Field(default_factory=NotificationsConfig)
+    discovery: DiscoveryConfig = Field(default_factory=DiscoveryConfig)
+    coverage: CoverageConfig = Field(default_factory=CoverageConfig)
+    watchdog: WatchdogConfig = Field(default_factory=WatchdogConfig)
+    log_miner: LogMinerConfig = Field(default_factory=LogMinerConfig)
+    janitor: JanitorConfig = Field(default_factory=JanitorConfig)
     protected_branches: list[str] = Field(default_factory=lambda: ["main", "production"])
     egress_allow: list[str] = Field(
         default_factory=lambda: ["pypi.org", "files.pythonhosted.org", "registry.npmjs.org"],
@@ -289,6 +444,8 @@ def _resolve_paths(data: dict[str, Any], base: Path) -> dict[str, Any]:
                 repo["clone_url"] = rel(url)
             if isinstance(repo.get("seed_from"), str):
                 repo["seed_from"] = rel(repo["seed_from"])
+            if isinstance(repo.get("log_sources"), list):
+                repo["log_sources"] = [rel(p) if isinstance(p, str) else p for p in repo["log_sources"]]
         repos[name] = repo
     if repos:
         data["repos"] = repos

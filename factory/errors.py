@@ -19,6 +19,7 @@ __all__ = [
     "ForgeRequestRefused",
     "GitError",
     "ImageMissing",
+    "LogInputInvalid",
     "ModelError",
     "ModelPriceUnknown",
     "ModelRequestRefused",
@@ -104,6 +105,12 @@ class WriteRefused(SandboxError):
 
 class CommandTimeout(SandboxError):
     """A command in the sandbox ran past its time limit and was killed."""
+
+    permanent = True
+
+
+class LogInputInvalid(FactoryError):
+    """A log source for the Log Miner is missing, unreadable or not what it claims (bad JSON)."""
 
     permanent = True
 

@@ -26,25 +26,53 @@ __all__ = [
     "CloneResult",
     "CommandRequest",
     "CommandResult",
+    "CoverageReportRequest",
     "DiscoveredProblem",
     "DiscoveryAction",
+    "DiscoveryPlan",
     "DiscoveryRecord",
     "DiscoveryRequest",
+    "DiscoveryResult",
     "DiscoverySource",
+    "DiscoveryTarget",
+    "EarlierRun",
     "ExportRequest",
     "ExportResult",
     "FeedbackRequest",
+    "FileProblemsRequest",
+    "JanitorPlan",
+    "JanitorPublish",
+    "JanitorRepoResult",
     "JanitorRequest",
+    "JanitorResult",
+    "JanitorSurvey",
+    "JanitorSurveyRequest",
+    "JanitorUpdate",
+    "JanitorUpdateRequest",
     "ModelSpec",
     "ModelStepRequest",
     "ModelStepResult",
+    "NightBatchRequest",
+    "NightBudget",
+    "NightCarry",
+    "NightOutcomeRecord",
+    "NightPlan",
+    "NightReport",
+    "NightReportNote",
     "NightShiftRequest",
+    "NightTicket",
+    "NightTicketOutcome",
+    "NightTicketState",
+    "OutdatedPackage",
+    "PreparedTicket",
     "Priority",
+    "ProblemBatch",
     "ProvisionRequest",
     "PullRequestRef",
     "PullRequestRequest",
     "PushRequest",
     "PushResult",
+    "RepoInspection",
     "RepoSpec",
     "SandboxHandle",
     "SandboxLimits",
@@ -753,9 +781,315 @@ class DiscoveryRequest(BaseModel):
     only: list[DiscoverySource] = Field(default_factory=list, description="Sources to run; empty means all.")
 
 
+class NightTicketState(StrEnum):
+    """Where a ticket of the night's batch stands: a ticket's own states plus the night's."""
+
+    QUEUED = "queued"
+    RUNNING = "running"
+    READY_FOR_MERGE = "ready_for_merge"
+    FAILED = "failed"
+    BUDGET_EXHAUSTED = "budget_exhausted"
+    NEEDS_HUMAN = "needs_human"
+    CANCELLED = "cancelled"
+    DEFERRED = "deferred"
+    ALREADY_RAN = "already_ran"
+    ALREADY_RUNNING = "already_running"
+    NOT_STARTED = "not_started"
+
+
+class NightTicket(BaseModel):
+    """One approved ticket in the night's batch, as the snapshot at the start saw it."""
+
+    ticket_id: str
+    title: str
+    priority: Priority
+    approved_by: str | None = None
+    approved_at: datetime | None = None
+
+
+class NightTicketOutcome(BaseModel):
+    ticket_id: str
+    title: str
+    state: NightTicketState = NightTicketState.QUEUED
+    reason: str = ""
+    workflow_id: str = ""
+    branch: str | None = None
+    pull_request: PullRequestRef | None = None
+    started_at: datetime | None = None
+    ended_at: datetime | None = None
+    cost_usd: float = 0.0
+    cost_cap_usd: float | None = None
+    review_rounds: int = 0
+
+    @property
+    def duration_s(self) -> float | None:
+        if self.started_at is None or self.ended_at is None:
+            return None
+        return (self.ended_at - self.started_at).total_seconds()
+
+    def ended(self, result: TicketResult, at: datetime) -> NightTicketOutcome:
+        """This outcome with the ticket's result: state, reason, PR, spend, rounds."""
+        return self.model_copy(
+            update={
+                "state": NightTicketState(result.state.value),
+                "reason": result.reason,
+                "branch": result.branch,
+                "pull_request": result.pull_request,
+                "cost_usd": result.spend.cost_usd,
+                "review_rounds": result.review_rounds,
+                "ended_at": at,
+            }
+        )
+
+
+class NightBudget(BaseModel):
+    """The per-night cost cap across the batch.
+
+    A ticket may start only if what finished tickets spent, plus the cost caps of
+    those still running, plus its own cost cap stays within the night's cap.
+    """
+
+    cap_usd: float | None = None
+    spent_usd: float = 0.0
+    running: dict[str, float] = Field(default_factory=dict, description="Cost caps of the running tickets.")
+
+    def decide(self, ticket_cap_usd: float | None) -> Literal["start", "wait", "defer"]:
+        """``start`` now, ``wait`` for a running ticket to finish, or ``defer`` to another night."""
+        if self.cap_usd is None:
+            return "start"
+        if ticket_cap_usd is None:
+            return "defer"
+        # What finished tickets spent never shrinks: past the cap with it, the ticket can never fit tonight.
+        if self.spent_usd + ticket_cap_usd > self.cap_usd + 1e-9:
+            return "defer"
+        if self.spent_usd + sum(self.running.values()) + ticket_cap_usd > self.cap_usd + 1e-9:
+            return "wait"
+        return "start"
+
+    def defer_reason(self, ticket_cap_usd: float | None) -> str:
+        if ticket_cap_usd is None:
+            return f"deferred: the ticket has no cost cap, so the night's cap of ${self.cap_usd:.2f} cannot bound it"
+        return (
+            f"deferred: its cost cap ${ticket_cap_usd:.2f} does not fit in what is left of the night's cap "
+            f"(${self.spent_usd:.2f} of ${self.cap_usd or 0:.2f} spent)"
+        )
+
+    def started(self, ticket_id: str, ticket_cap_usd: float | None) -> None:
+        self.running[ticket_id] = ticket_cap_usd or 0.0
+
+    def finished(self, ticket_id: str, cost_usd: float) -> None:
+        self.running.pop(ticket_id, None)
+        self.spent_usd = round(self.spent_usd + cost_usd, 6)
+
+
+class NightPlan(BaseModel):
+    """The night's batch and settings, taken once when the night shift starts."""
+
+    night: str = Field(description="The night's date (YYYY-MM-DD) in its time zone.")
+    time_zone: str
+    started_at: datetime
+    report_due: datetime | None = Field(default=None, description="When the interim report is due (UTC).")
+    max_concurrent: int = Field(ge=1)
+    cost_cap_usd: float | None = None
+    tickets: list[NightTicket] = Field(default_factory=list)
+
+
+class NightCarry(BaseModel):
+    """What a night shift hands to its next run when it continues as new."""
+
+    plan: NightPlan
+    next_index: int = 0
+    outcomes: list[NightTicketOutcome] = Field(default_factory=list)
+    spent_usd: float = 0.0
+    interim_written: bool = False
+    peak_running: int = 0
+    runs: int = 1
+
+
 class NightShiftRequest(BaseModel):
     night: str | None = Field(default=None, description="The night's date (YYYY-MM-DD); default: the start date.")
+    max_concurrent: int | None = Field(default=None, ge=1, description="Override [night_shift] max_concurrent.")
+    tickets_per_run: int = Field(
+        default=100, ge=1, description="Tickets started per workflow run before it continues as new."
+    )
+    ticket_search_attributes: bool = Field(
+        default=True, description="Start tickets with their search attributes (False: a server without them)."
+    )
+    carry: NightCarry | None = Field(default=None, description="Set when a night continues as new.")
+
+
+class NightBatchRequest(BaseModel):
+    request: NightShiftRequest
+    started_at: datetime
+
+
+class PreparedTicket(BaseModel):
+    """A batch ticket resolved for its run just before it starts, or why it cannot start."""
+
+    ticket_id: str
+    run: TicketRun | None = None
+    refused: str | None = None
+
+
+class EarlierRun(BaseModel):
+    """A ticket whose workflow already existed: still running, or its earlier result."""
+
+    running: bool
+    status: str
+    result: TicketResult | None = None
+
+
+class NightOutcomeRecord(BaseModel):
+    night: str
+    outcome: NightTicketOutcome
+
+
+class NightReport(BaseModel):
+    """The Nightly Report: what the night did, ticket by ticket."""
+
+    night: str
+    time_zone: str
+    started_at: datetime
+    written_at: datetime
+    state: Literal["running", "completed", "cancelled"]
+    max_concurrent: int
+    cost_cap_usd: float | None = None
+    spent_usd: float = 0.0
+    peak_running: int = 0
+    outcomes: list[NightTicketOutcome] = Field(default_factory=list)
+
+    @property
+    def final(self) -> bool:
+        return self.state != "running"
+
+
+class NightReportNote(BaseModel):
+    report: NightReport
+    channel: Literal["slack", "discord"]
 
 
 class JanitorRequest(BaseModel):
     repos: list[str] = Field(default_factory=list, description="Repos to update; empty means every configured repo.")
+
+
+class OutdatedPackage(BaseModel):
+    """One dependency the Janitor may update: what the repository pins and the newest release."""
+
+    ecosystem: Literal["pypi", "npm"]
+    name: str
+    current: str
+    latest: str
+    manifest: str | None = Field(default=None, description="The file that pins it (Python projects).")
+
+
+class JanitorUpdate(BaseModel):
+    """What became of one package's update: committed, or skipped with the reason."""
+
+    package: OutdatedPackage
+    committed: bool
+    reason: str | None = None
+    summary: str | None = Field(default=None, description="The failing output, summarised.")
+
+
+class JanitorPlan(BaseModel):
+    """One repository's Janitor run, resolved from the settings when the workflow starts."""
+
+    repo: RepoSpec
+    limits: TicketLimits
+    branch: str
+    max_packages: int = Field(ge=1)
+    pip_index_url: str
+    npm_registry: str
+    check_dependencies: bool = Field(description="Governance on: every update passes the Hallucination Check.")
+
+
+class JanitorSurveyRequest(BaseModel):
+    sandbox: SandboxHandle
+    plan: JanitorPlan
+
+
+class JanitorSurvey(BaseModel):
+    kind: Literal["pypi", "npm"] | None = None
+    outdated: list[OutdatedPackage] = Field(default_factory=list)
+    problem: str | None = Field(default=None, description="Why nothing can be updated (no manifest, install failed).")
+
+
+class JanitorUpdateRequest(BaseModel):
+    sandbox: SandboxHandle
+    plan: JanitorPlan
+    package: OutdatedPackage
+
+
+class JanitorPublish(BaseModel):
+    """Open (or bring up to date) the update branch's pull request."""
+
+    plan: JanitorPlan
+    head_commit: str
+    updates: list[JanitorUpdate]
+
+
+class JanitorRepoResult(BaseModel):
+    repo: str
+    outcome: Literal["pull_request", "nothing_to_update", "failed"]
+    reason: str
+    updates: list[JanitorUpdate] = Field(default_factory=list)
+    pull_request: PullRequestRef | None = None
+
+
+class JanitorResult(BaseModel):
+    repos: list[JanitorRepoResult] = Field(default_factory=list)
+
+
+# --------------------------------------------------------------------------
+# Discovery: what the discovery workflow passes between its activities
+
+
+class DiscoveryTarget(BaseModel):
+    """One repo to look at, resolved from configuration when the run starts."""
+
+    repo: RepoSpec
+    sources: list[DiscoverySource]
+    log_sources: list[str] = Field(default_factory=list, description="Files or directories of exported errors.")
+    coverage_command: str = ""
+    limits: TicketLimits = Field(default_factory=TicketLimits)
+
+
+class DiscoveryPlan(BaseModel):
+    targets: list[DiscoveryTarget]
+
+
+class RepoInspection(BaseModel):
+    """A source to run against one repo; ``key`` names this run's sighting (for idempotent filing)."""
+
+    target: DiscoveryTarget
+    key: str
+
+
+class CoverageReportRequest(BaseModel):
+    sandbox: SandboxHandle
+    target: DiscoveryTarget
+    command: CommandResult
+
+
+class ProblemBatch(BaseModel):
+    """What one source found in one repo."""
+
+    repo: str
+    source: DiscoverySource
+    problems: list[DiscoveredProblem] = Field(default_factory=list)
+    warnings: list[str] = Field(default_factory=list)
+    examined: int = Field(default=0, description="Events, modules or packages looked at.")
+
+
+class FileProblemsRequest(BaseModel):
+    batch: ProblemBatch
+    key: str
+
+
+class DiscoveryResult(BaseModel):
+    records: list[DiscoveryRecord] = Field(default_factory=list)
+    warnings: list[str] = Field(default_factory=list)
+    examined: dict[str, int] = Field(default_factory=dict, description="Per 'repo/source': what was looked at.")
+
+    def count(self, action: DiscoveryAction) -> int:
+        return sum(1 for record in self.records if record.action == action)

@@ -17,6 +17,7 @@ from temporalio.exceptions import (
     ApplicationError,
     CancelledError,
     ChildWorkflowError,
+    FailureError,
 )
 from temporalio.exceptions import TimeoutError as ActivityTimeout
 
@@ -280,6 +281,7 @@ class TicketWorkflow:
         self._phase("ready for merge")
         self._log(status.reason)
         if run.await_comments_s > 0:
+            await self._tell_parent_ready()
             self._pause_clock()
             try:
                 await workflow.wait_condition(
@@ -292,6 +294,20 @@ class TicketWorkflow:
             self._set_state(TicketState.RUNNING)
             return _review_feedback(None, self._take_comments())
         return None
+
+    async def _tell_parent_ready(self) -> None:
+        """A night shift that started this ticket counts it done now, not when comment listening ends."""
+        parent = workflow.info().parent
+        # patched(): tickets already waiting for comments when this shipped replay without the signal.
+        if parent is None or not workflow.patched("tell-parent-ready"):
+            return
+        try:
+            await workflow.get_external_workflow_handle(parent.workflow_id).signal(
+                "ticket_ready", self._result(TicketState.READY_FOR_MERGE)
+            )
+        except FailureError as err:
+            # The parent is gone (a night already over): nobody is waiting for the news.
+            workflow.logger.warning("could not tell the parent %s: %s", parent.workflow_id, err)
 
     async def _fix_round(self, run: TicketRun, pr: PullRequestRef, feedback: str, rounds: int) -> str:
         """A fresh sandbox on the PR branch continues the conversation with the feedback, then pushes."""

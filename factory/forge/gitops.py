@@ -40,6 +40,7 @@ from factory.errors import BundleRejected, GitError, ProtectedBranchRefused, Rem
 
 __all__ = [
     "MAX_FILE_BYTES",
+    "clone_for_reading",
     "clone_for_sandbox",
     "create_bare_repo_from_dir",
     "ensure_branch_pushable",
@@ -387,6 +388,27 @@ def clone_for_sandbox(
                 _clear_directory(dest)
             raise
     return head
+
+
+def clone_for_reading(clone_url: str, dest: Path, branch: str, *, since_days: int = 90) -> dict[str, int]:
+    """Clone ``branch`` into ``dest`` for the host to read (manifests), and count recent commits per file.
+
+    The clone is made as for a sandbox (no hooks, no remote left behind) and nothing
+    in it is executed; the counts weigh what changed lately (path -> commits in the
+    last ``since_days`` days of the branch's history).
+    """
+    clone_for_sandbox(clone_url, dest, branch)
+    with _git_session() as git:
+        log = git.run(
+            ["log", f"--since={since_days}.days.ago", "--no-renames", "--name-only", "--format=", "HEAD"],
+            git_dir=Path(dest) / ".git",
+            what="git log",
+        )
+    counts: dict[str, int] = {}
+    for line in _decode(log).splitlines():
+        if line.strip():
+            counts[line] = counts.get(line, 0) + 1
+    return counts
 
 
 # --------------------------------------------------------------------------

@@ -1,4 +1,6 @@
-"""Package registry look-ups for the Hallucination Check: the PyPI JSON API and npm registry metadata.
+"""Package registry look-ups for the Hallucination Check and the Dependency Watchdog.
+
+The PyPI JSON API, npm registry metadata (packuments) and npm's bulk advisory endpoint.
 
 Every name is checked against the registry's naming rules before a URL is built,
 so an odd name (empty, path-like, a URL, 300 characters) never reaches the network.
@@ -31,6 +33,7 @@ from factory.config import Settings
 from factory.errors import PackageNameInvalid, RegistryUnreachable
 
 __all__ = [
+    "NpmAdvisory",
     "NpmPackage",
     "NpmVersion",
     "PypiProject",
@@ -134,6 +137,11 @@ class PypiProject(BaseModel):
         """Releases with at least one file that is not yanked."""
         return sum(1 for release in self.releases.values() if release.files and not release.yanked)
 
+    @property
+    def inactive(self) -> bool:
+        """The maintainers marked the project ``Development Status :: 7 - Inactive``: PyPI's way to deprecate."""
+        return any(c.startswith("Development Status :: 7") for c in self.classifiers)
+
 
 class PypiVersion(BaseModel):
     """What the Hallucination Check needs from ``GET /pypi/{name}/{version}/json``."""
@@ -172,6 +180,22 @@ class NpmPackage(BaseModel):
         """The deprecation message of the latest version: npm's way of deprecating a whole package."""
         latest = self.versions.get(self.latest or "")
         return latest.deprecated if latest else None
+
+
+class NpmAdvisory(BaseModel):
+    """One advisory from npm's bulk advisory endpoint (what ``npm audit`` reads)."""
+
+    id: str = Field(description="The registry's advisory number, as text.")
+    url: str = ""
+    title: str = ""
+    severity: str = ""
+    vulnerable_versions: str = Field(default="", description="A semver range: ``<4.17.21``, ``>=2.0.0 <2.3.1``.")
+
+    @property
+    def ghsa(self) -> str | None:
+        """The GitHub advisory id in the advisory's URL (``GHSA-xxxx-xxxx-xxxx``), when it has one."""
+        found = re.search(r"GHSA(?:-[23456789cfghjmpqrvwx]{4}){3}", self.url)
+        return found.group() if found else None
 
 
 class RegistryClient:
@@ -239,6 +263,36 @@ class RegistryClient:
         # A scoped name keeps its "@" and has its "/" encoded: /@types%2fnode.
         doc = self._get_json(f"{self.npm_url}/{quote(name, safe='@')}", _trim_npm)
         return None if doc is None else _parse_npm(doc)
+
+    def npm_advisories(self, versions: dict[str, list[str]]) -> dict[str, list[NpmAdvisory]] | None:
+        """Advisories affecting any of the given versions, per package: ``POST /-/npm/v1/security/advisories/bulk``.
+
+        Never cached: advisories are what changes fastest. ``None`` when the registry
+        has no such endpoint (a mirror answering 404, 405 or 501); packages without
+        advisories are absent from the answer.
+        """
+        for name in versions:
+            validate_name(name, "npm")
+        if not versions:
+            return {}
+        url = f"{self.npm_url}/-/npm/v1/security/advisories/bulk"
+        try:
+            response = self._http.post(url, json={name: sorted(set(v)) for name, v in versions.items()})
+        except httpx.TimeoutException as error:
+            raise RegistryUnreachable(f"{_host(url)} did not answer in time ({type(error).__name__})") from error
+        except httpx.HTTPError as error:
+            raise RegistryUnreachable(f"{_host(url)} cannot be reached: {error or type(error).__name__}") from error
+        if response.status_code in (404, 405, 501):
+            return None
+        if response.status_code != httpx.codes.OK:
+            raise RegistryUnreachable(f"{_host(url)} answered HTTP {response.status_code} for {url}")
+        try:
+            doc = response.json()
+        except ValueError as error:
+            raise RegistryUnreachable(f"{_host(url)} answered something that is not JSON for {url}") from error
+        if not isinstance(doc, dict):
+            raise RegistryUnreachable(f"{_host(url)} answered unexpected JSON for {url}")
+        return {str(name): _npm_advisories(items) for name, items in doc.items() if _npm_advisories(items)}
 
     # ---------------------------------------------------------------- transport and cache
 
@@ -407,6 +461,22 @@ def _vulnerabilities(value: Any) -> list[Vulnerability]:
                     aliases=[str(a) for a in _list(item.get("aliases"))],
                     fixed_in=[str(v) for v in _list(item.get("fixed_in"))],
                     details=str(item.get("details") or ""),
+                )
+            )
+    return found
+
+
+def _npm_advisories(value: Any) -> list[NpmAdvisory]:
+    found = []
+    for item in _list(value):
+        if isinstance(item, dict) and item.get("id") is not None:
+            found.append(
+                NpmAdvisory(
+                    id=str(item["id"]),
+                    url=_str(item.get("url")) or "",
+                    title=_str(item.get("title")) or "",
+                    severity=_str(item.get("severity")) or "",
+                    vulnerable_versions=_str(item.get("vulnerable_versions")) or "",
                 )
             )
     return found

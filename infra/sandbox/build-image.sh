@@ -6,7 +6,7 @@ set -euo pipefail
 
 IMAGE="${1:-factory-sandbox:latest}"
 MIRROR="${DEBIAN_MIRROR:-http://deb.debian.org/debian}"
-PACKAGES="python3,python3-pytest,python3-coverage,git,ca-certificates,procps,tinyproxy"
+PACKAGES="python3,python3-pytest,python3-coverage,python3-venv,nodejs,git,ca-certificates,procps,tinyproxy"
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 RECIPE="$( (cat "${BASH_SOURCE[0]}"; echo "$PACKAGES") | sha256sum | cut -c1-16)"
 

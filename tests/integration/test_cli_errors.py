@@ -243,3 +243,52 @@ def test_check_deps_blocks_odd_names_without_a_registry_and_fails_closed(tmp_pat
     assert len(lines) == 4
     assert "unverified" in lines[0] and "requests" in lines[0]
     assert all("blocked" in line and "invalid name" in line for line in lines[1:])
+
+
+def test_discover_with_an_unknown_repo_starts_nothing(project: Path, temporal: Listener) -> None:
+    """`factory discover --repo nope` names the repo and what to do, before any server is contacted."""
+    proc = run_cli(project, "--address", temporal.address, "discover", "--repo", "nope")
+
+    assert proc.returncode != 0
+    line = one_line_error(proc)
+    assert "'nope'" in line and "[repos.nope]" in line
+    assert temporal.connections() == 0
+
+
+def test_discover_with_an_unknown_source_exits_2(project: Path, temporal: Listener) -> None:
+    proc = run_cli(project, "--address", temporal.address, "discover", "--only", "tarot")
+
+    assert proc.returncode == 2
+    assert "'tarot'" in one_line_error(proc)
+    assert temporal.connections() == 0
+
+
+def test_tickets_lists_the_tracker_and_filters_by_source(project: Path) -> None:
+    """`factory tickets` shows what the tracker holds; --source narrows it; a bad --status is refused."""
+    from factory.config import load_settings
+    from factory.models import READY_LABEL, Ticket, TicketContext
+    from factory.trackers import tracker_for
+
+    tracker = tracker_for(load_settings(project / "factory.toml"))
+    for ticket_id, source in (("LOG-1", "log-miner"), ("DEP-1", "dependency-watchdog")):
+        tracker.create(
+            Ticket(
+                id=ticket_id,
+                type="chore",
+                priority="low",
+                context=TicketContext(repo="calculator"),
+                acceptance_criteria=["done"],
+                labels=[READY_LABEL],
+                source=source,
+                fingerprint=ticket_id.lower(),
+            )
+        )
+
+    listed = run_cli(project, "tickets", "--source", "log-miner", "--json")
+    assert listed.returncode == 0, listed.stderr
+    assert [json.loads(line)["ticket"]["id"] for line in listed.stdout.splitlines() if line.startswith("{")] == [
+        "LOG-1"
+    ]
+    bad = run_cli(project, "tickets", "--status", "maybe")
+    assert bad.returncode == 2
+    assert "'maybe'" in one_line_error(bad)

@@ -1,0 +1,1 @@
+"""The discovery loop's sources: each turns evidence (logs, coverage, dependencies) into tickets."""

@@ -1,0 +1,425 @@
+"""Template mining: group free-text log lines that were printed by the same statement.
+
+Three steps, each general rather than tuned to one system's logs:
+
+1. **Token classes.** A line is split on white space; each token's variable part becomes
+   ``<*>``: anything with a digit (numbers, ids, IPs, hex, timestamps, versions, block ids
+   like ``blk_-123``), paths, URLs, e-mail addresses, UUIDs, long hex strings, and the value
+   of ``key=value``. Punctuation around a token is kept (``(42)`` becomes ``(<*>)``).
+2. **Frequent tokens are the template.** Lines of one length are compared position by
+   position: the words a statement prints every time occur as often as the statement,
+   more often than the values it interpolates. In each line the tokens at least as
+   frequent as the line's most common frequency (the mode) form its pattern; rarer
+   ones are treated as variables.
+3. **Recurring words split, rare ones are variables.** Within one pattern a position whose
+   words recur (every line carries one of a few words, e.g. ``boot``/``wait``/``halt``) holds
+   the words of as many statements; a position where lines mostly carry words seen once, or
+   many distinct words, or words other statements print too (user and host names), is a
+   variable. In batch mode each position is judged on all lines, fewest-valued first, within
+   the lines agreeing on the constants already found; online, a position with at most three
+   words so far splits. Groups whose templates only differ by how many ``<*>`` stand in a
+   row are one group (a variable may span tokens).
+
+``TemplateMiner.add`` works online (the statistics grow as lines arrive and groups may
+merge later: ``group_of`` follows them). ``prime`` with the whole input first, as
+``cluster_lines`` does, gives the batch answer, which is better: the frequencies are
+known before the first decision.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+from collections.abc import Iterable, Sequence
+
+__all__ = ["WILDCARD", "TemplateMiner", "cluster_lines", "grouping_accuracy", "mask_tokens"]
+
+WILDCARD = "<*>"
+
+# A position holding at most this many distinct words within one pattern splits the pattern.
+_MAX_CONSTANT_VALUES = 3
+
+# A position with more distinct words than this is a variable even when each of them recurs.
+_MAX_RECURRING_CONSTANTS = 10
+
+_EDGE = "()[]{}<>\"'`,;.!?"
+_DIGIT = re.compile(r"\d")
+_KEY_VALUE = re.compile(r"^([A-Za-z_][\w.\-]*)([=:])(.+)$")
+_URL = re.compile(r"^[a-zA-Z][a-zA-Z0-9+.\-]*://")
+_EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[A-Za-z]{2,}$")
+_HEX = re.compile(r"^(0x)?[0-9a-fA-F]{8,}$")
+_WINDOWS_PATH = re.compile(r"^[A-Za-z]:\\")
+
+
+def _is_variable(core: str) -> bool:
+    if _DIGIT.search(core):
+        return True
+    if core.startswith(("/", "~/", "./", "../", "\\\\")) and len(core) > 1:
+        return True
+    if core.count("/") >= 2 or _WINDOWS_PATH.match(core):
+        return True
+    return bool(_URL.match(core) or _EMAIL.match(core) or _HEX.match(core))
+
+
+def _mask_token(token: str) -> str:
+    start, end = 0, len(token)
+    while start < end and token[start] in _EDGE:
+        start += 1
+    while end > start and token[end - 1] in _EDGE:
+        end -= 1
+    core = token[start:end]
+    if not core:
+        return token
+    if _is_variable(core):
+        key_value = _KEY_VALUE.match(core)
+        if key_value and not _DIGIT.search(key_value.group(1)):
+            masked = key_value.group(1) + key_value.group(2) + WILDCARD
+        else:
+            masked = WILDCARD
+    else:
+        key_value = _KEY_VALUE.match(core)
+        if key_value and key_value.group(2) == "=":
+            masked = key_value.group(1) + "=" + WILDCARD
+        else:
+            return token
+    return token[:start] + masked + token[end:]
+
+
+_MASKED: dict[str, str] = {}  # token -> masked token; words repeat, so most lookups hit
+_MASKED_MAX = 200_000
+
+
+def _mask_new(token: str) -> str:
+    if len(_MASKED) >= _MASKED_MAX:
+        _MASKED.clear()
+    masked = _MASKED[token] = _mask_token(token)
+    return masked
+
+
+def mask_tokens(line: str) -> tuple[str, ...]:
+    """The line's tokens with their variable parts replaced by ``<*>`` (the first step above)."""
+    masked = _MASKED
+    return tuple([masked[token] if token in masked else _mask_new(token) for token in line.split()])
+
+
+def _collapse(tokens: Iterable[str]) -> tuple[str, ...]:
+    out: list[str] = []
+    for token in tokens:
+        if token == WILDCARD and out and out[-1] == WILDCARD:
+            continue
+        out.append(token)
+    return tuple(out)
+
+
+class _Pattern:
+    """The lines of one length sharing one set of frequent tokens; splits by few-valued positions."""
+
+    __slots__ = ("constants", "decided", "groups", "open_positions", "rows", "values", "variable")
+
+    def __init__(self, constants: tuple[str, ...]) -> None:
+        self.constants = constants
+        self.open_positions = tuple(i for i, token in enumerate(constants) if token == WILDCARD)
+        self.values: dict[int, set[str]] = {p: set() for p in self.open_positions}
+        self.variable: dict[int, bool] = dict.fromkeys(self.open_positions, False)
+        self.groups: dict[tuple[str, ...], int] = {}
+        # Batch mode: the open positions' words of each distinct line, and how many lines had them.
+        self.rows: Counter[tuple[str, ...]] = Counter()
+        self.decided = False
+
+    def key(self, tokens: Sequence[str]) -> tuple[str, ...]:
+        return tuple(WILDCARD if self.variable[p] else tokens[p] for p in self.open_positions)
+
+    def template(self, key: tuple[str, ...]) -> tuple[str, ...]:
+        filled = list(self.constants)
+        for position, value in zip(self.open_positions, key, strict=True):
+            filled[position] = value
+        return tuple(filled)
+
+
+class TemplateMiner:
+    """Assigns each line a group id; lines printed by the same statement share one.
+
+    Ids are small integers in order of first appearance. Online, two groups may turn out
+    to be one later; ``group_of`` gives an id's current group (the smaller id wins).
+    """
+
+    def __init__(self, *, max_constant_values: int = _MAX_CONSTANT_VALUES) -> None:
+        self._max_values = max_constant_values
+        self._frequency: Counter[tuple[int, int, str]] = Counter()
+        self._primed = False
+        self._patterns: dict[tuple[str, ...], _Pattern] = {}
+        self._parent: list[int] = []
+        self._counts: list[int] = []
+        self._templates: list[tuple[str, ...]] = []
+        self._by_shape: dict[tuple[str, ...], int] = {}
+        self._by_length: dict[int, list[int]] = {}
+        self._seen: dict[tuple[str, ...], int] = {}
+
+    # ------------------------------------------------------------------ statistics
+
+    def _observe(self, tokens: Sequence[str]) -> None:
+        length = len(tokens)
+        frequency = self._frequency
+        for position, token in enumerate(tokens):
+            if token != WILDCARD:
+                frequency[length, position, token] += 1
+
+    def prime(self, lines: Iterable[str]) -> None:
+        """Learn the token frequencies of the whole input before the first ``add`` (batch mode)."""
+        self.prime_masked(mask_tokens(line) for line in lines)
+
+    def prime_masked(self, masked_lines: Iterable[tuple[str, ...]]) -> None:
+        frequency = self._frequency
+        distinct = Counter(masked_lines)
+        for tokens, times in distinct.items():
+            length = len(tokens)
+            for position, token in enumerate(tokens):
+                if token != WILDCARD:
+                    frequency[length, position, token] += times
+        self._primed = True
+        # With every line known, each open position is judged once, on all of its values.
+        patterns = self._patterns
+        for tokens, times in distinct.items():
+            constants = self._constants(tokens)
+            pattern = patterns.get(constants)
+            if pattern is None:
+                pattern = patterns[constants] = _Pattern(constants)
+            pattern.rows[tuple(tokens[p] for p in pattern.open_positions)] += times
+        # Where each word stands in an open position: a word seen there in several patterns
+        # (a user or host name printed by several statements) is a value, not a statement's word.
+        roaming: dict[str, set[tuple[str, ...]]] = {}
+        for constants, pattern in patterns.items():
+            for row in pattern.rows:
+                for word in row:
+                    if word != WILDCARD:
+                        roaming.setdefault(word.strip(_EDGE + ":"), set()).add(constants)
+        shared = {word for word, where in roaming.items() if len(where) > 1}
+        for pattern in patterns.values():
+            if not pattern.decided:
+                self._decide(pattern, shared)
+
+    def _decide(self, pattern: _Pattern, shared: set[str]) -> None:
+        """Judge a pattern's open positions on all its lines: the fewest-valued first, and each
+        next one within the lines that agree on the constants found so far (a user name seen
+        once with "opened" and once with "closed" is still seen once per statement)."""
+        pattern.decided = True
+        rows = pattern.rows
+        slots = range(len(pattern.open_positions))
+        distinct = [len({row[i] for row in rows if row[i] != WILDCARD}) for i in slots]
+        kept: list[int] = []
+        for i in sorted(slots, key=lambda i: (distinct[i], i)):
+            counts: dict[tuple[str, ...], Counter[str]] = {}
+            for row, times in rows.items():
+                if row[i] != WILDCARD:
+                    counts.setdefault(tuple(row[k] for k in kept), Counter())[row[i]] += times
+            if _is_variable_position(list(counts.values()), self._max_values, shared):
+                pattern.variable[pattern.open_positions[i]] = True
+            else:
+                kept.append(i)
+        rows.clear()
+
+    def _constants(self, tokens: Sequence[str]) -> tuple[str, ...]:
+        length = len(tokens)
+        frequency = self._frequency
+        counts = [frequency[length, p, t] if t != WILDCARD else 0 for p, t in enumerate(tokens)]
+        tally: dict[int, int] = {}
+        for count in counts:
+            if count:
+                tally[count] = tally.get(count, 0) + 1
+        if not tally:
+            return tuple(tokens)
+        # The mode of the line's frequencies; on a tie the larger frequency (the statement's words).
+        mode = max(tally.items(), key=lambda item: (item[1], item[0]))[0]
+        return tuple(t if c >= mode else WILDCARD for t, c in zip(tokens, counts, strict=True))
+
+    # ------------------------------------------------------------------ groups
+
+    def _find(self, group: int) -> int:
+        parent = self._parent
+        while parent[group] != group:
+            parent[group] = parent[parent[group]]
+            group = parent[group]
+        return group
+
+    def _union(self, a: int, b: int) -> int:
+        ra, rb = self._find(a), self._find(b)
+        if ra == rb:
+            return ra
+        keep, gone = (ra, rb) if ra < rb else (rb, ra)
+        self._parent[gone] = keep
+        self._counts[keep] += self._counts[gone]
+        self._counts[gone] = 0
+        self._templates[keep] = _merge_templates(self._templates[keep], self._templates[gone])
+        return keep
+
+    def _new_group(self, template: tuple[str, ...]) -> int:
+        group = len(self._parent)
+        self._parent.append(group)
+        self._counts.append(0)
+        self._templates.append(template)
+        shape = _collapse(template)
+        other = self._by_shape.get(shape)
+        if other is not None:
+            return self._union(other, group)
+        self._by_shape[shape] = group
+        if not self._primed:
+            self._by_length.setdefault(len(template), []).append(group)
+            group = self._absorb_special_cases(group)
+        return group
+
+    def _absorb_special_cases(self, group: int) -> int:
+        """Online, a statement's first lines came before its variables were known as such: their
+        groups are special cases of the more general template, and join it."""
+        template = self._templates[self._find(group)]
+        for earlier in self._by_length.get(len(template), []):
+            if self._find(earlier) != self._find(group) and _generalizes(
+                template, self._templates[self._find(earlier)]
+            ):
+                group = self._union(earlier, group)
+        return self._find(group)
+
+    def _widen(self, pattern: _Pattern, position: int) -> None:
+        """A position turned out to be a variable: the groups it kept apart become one."""
+        pattern.variable[position] = True
+        merged: dict[tuple[str, ...], int] = {}
+        for key, group in list(pattern.groups.items()):
+            new_key = tuple(
+                WILDCARD if pattern.variable[p] else v for p, v in zip(pattern.open_positions, key, strict=True)
+            )
+            if new_key in merged:
+                merged[new_key] = self._union(merged[new_key], group)
+            else:
+                merged[new_key] = group
+        pattern.groups = merged
+        for key, group in merged.items():
+            root = self._find(group)
+            self._templates[root] = _merge_templates(self._templates[root], pattern.template(key))
+            if not self._primed:
+                self._absorb_special_cases(root)
+
+    def add(self, line: str) -> int:
+        """The group id of ``line`` (the root id at this moment)."""
+        return self.add_masked(mask_tokens(line))
+
+    def add_masked(self, tokens: tuple[str, ...]) -> int:
+        """``add`` for a line already split by ``mask_tokens``."""
+        known = self._seen.get(tokens)
+        if known is not None:
+            # Lines identical once masked are one statement: no new evidence, same group.
+            root = self._find(known)
+            self._counts[root] += 1
+            return root
+        if not self._primed:
+            self._observe(tokens)
+        constants = self._constants(tokens)
+        pattern = self._patterns.get(constants)
+        if pattern is None:
+            pattern = self._patterns[constants] = _Pattern(constants)
+        for position in () if pattern.decided else pattern.open_positions:
+            if pattern.variable[position] or tokens[position] == WILDCARD:
+                continue
+            values = pattern.values[position]
+            values.add(tokens[position])
+            if len(values) > self._max_values:
+                values.clear()
+                self._widen(pattern, position)
+        key = pattern.key(tokens)
+        group = pattern.groups.get(key)
+        if group is None:
+            group = pattern.groups[key] = self._new_group(pattern.template(key))
+        self._seen[tokens] = group
+        root = self._find(group)
+        self._counts[root] += 1
+        return root
+
+    def group_of(self, group: int) -> int:
+        """The current id of a group an earlier ``add`` returned."""
+        return self._find(group)
+
+    def template_of(self, group: int) -> str:
+        return " ".join(self._templates[self._find(group)])
+
+    def templates(self) -> list[tuple[str, int]]:
+        """Every group's template and line count, the most frequent first."""
+        found = [
+            (" ".join(self._templates[g]), self._counts[g])
+            for g in range(len(self._parent))
+            if self._parent[g] == g and self._counts[g]
+        ]
+        return sorted(found, key=lambda item: (-item[1], item[0]))
+
+
+def _is_variable_position(subsets: Sequence[Counter[str]], max_constant_values: int, shared: set[str]) -> bool:
+    """Whether the words seen at one open position of a pattern are a variable's values.
+
+    A statement's words recur: every line it prints carries one of them. A variable's values
+    are mostly rare, many of them seen once. So a position is a variable when the lines
+    holding a word seen only once are a large share of its lines, or when it holds many
+    distinct words; a few recurring words are the constants of as many statements.
+    """
+    distinct = max((len(counts) for counts in subsets), default=0)
+    if distinct <= 1:
+        return False
+    lines = sum(sum(counts.values()) for counts in subsets)
+    singles = sum(1 for counts in subsets for count in counts.values() if count == 1)
+    if distinct > _MAX_RECURRING_CONSTANTS:
+        return True
+    if distinct > 2 and singles * 2 >= lines:
+        return True
+    if distinct <= max_constant_values:
+        return False
+    if singles * 4 >= lines:
+        return True
+    # Recurring words that other statements print too are a variable's values (names).
+    roaming = sum(count for counts in subsets for word, count in counts.items() if word.strip(_EDGE + ":") in shared)
+    return roaming * 2 >= lines
+
+
+def _generalizes(general: tuple[str, ...], special: tuple[str, ...]) -> bool:
+    """``general`` has a wildcard wherever it differs from ``special`` (and keeps some words)."""
+    words = 0
+    for g, s in zip(general, special, strict=True):
+        if g != WILDCARD:
+            if g != s:
+                return False
+            words += 1
+    return words > 0
+
+
+def _merge_templates(a: tuple[str, ...], b: tuple[str, ...]) -> tuple[str, ...]:
+    if len(a) == len(b):
+        return tuple(x if x == y else WILDCARD for x, y in zip(a, b, strict=True))
+    return a if len(a) <= len(b) else b
+
+
+def cluster_lines(lines: Sequence[str]) -> tuple[list[int], TemplateMiner]:
+    """Batch mode: one group id per line (1, 2, ... in order of first appearance) and the miner."""
+    miner = TemplateMiner()
+    masked = [mask_tokens(line) for line in lines]
+    miner.prime_masked(masked)
+    raw = [miner.add_masked(tokens) for tokens in masked]
+    numbering: dict[int, int] = {}
+    ids = []
+    for group in raw:
+        root = miner.group_of(group)
+        ids.append(numbering.setdefault(root, len(numbering) + 1))
+    return ids, miner
+
+
+def grouping_accuracy(predicted: Sequence[object], truth: Sequence[object]) -> float:
+    """Grouping accuracy (GA): the share of lines whose predicted group holds exactly their true group's lines."""
+    if len(predicted) != len(truth):
+        raise ValueError("predicted and true labels differ in length")
+    if not truth:
+        return 1.0
+    by_predicted: dict[object, set[int]] = {}
+    by_truth: dict[object, set[int]] = {}
+    for index, (p, t) in enumerate(zip(predicted, truth, strict=True)):
+        by_predicted.setdefault(p, set()).add(index)
+        by_truth.setdefault(t, set()).add(index)
+    correct = 0
+    for members in by_truth.values():
+        first = next(iter(members))
+        if by_predicted[predicted[first]] == members:
+            correct += len(members)
+    return correct / len(truth)

@@ -1,0 +1,349 @@
+"""The Log Miner: reading exported errors, grouping them, and filing one bug ticket per recurring problem."""
+
+from __future__ import annotations
+
+import io
+import json
+import sys
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+import starter
+from factory.config import LogMinerConfig
+from factory.discovery.logs import LogEvent, fingerprint_event, mine_problems, parse_traceback, read_events
+from factory.discovery.templates import TemplateMiner, cluster_lines, grouping_accuracy, mask_tokens
+from factory.errors import LogInputInvalid
+from factory.models import READY_LABEL, DiscoveryAction, Priority, TicketType
+from factory.trackers import LocalTracker
+from tests.fixtures.logs.synthetic import SYSTEMS, generate
+
+LOGS = Path(__file__).resolve().parents[1] / "fixtures" / "logs" / "events"
+NOW = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
+
+
+def trace(
+    *, function: str = "mean", line: int = 12, kind: str = "ZeroDivisionError", value: str = "division by zero"
+) -> str:
+    return (
+        "Traceback (most recent call last):\n"
+        f'  File "/srv/calculator/calc/views.py", line {line + 29}, in average\n'
+        "    return mean(values)\n"
+        f'  File "/srv/calculator/calc/stats.py", line {line}, in {function}\n'
+        "    return sum(values) / len(values)\n"
+        f"{kind}: {value}"
+    )
+
+
+def trace_event(text: str, at: datetime = NOW) -> LogEvent:
+    return LogEvent(timestamp=at, raw=text, message="request failed", **parse_traceback(text))
+
+
+# ---------------------------------------------------------------------------------- template mining
+
+
+@pytest.mark.parametrize("system", sorted(SYSTEMS))
+def test_generated_logs_are_grouped_with_high_accuracy(system: str) -> None:
+    """On labelled lines generated from each system's templates, grouping accuracy is at least 0.9."""
+    data = generate(seed=11, lines=1500, systems=[system])
+    ids, _ = cluster_lines([line for line, _ in data])
+    assert grouping_accuracy(ids, [label for _, label in data]) >= 0.9
+
+
+def test_mixed_systems_online_and_batch_both_group_well() -> None:
+    """All systems' lines interleaved: the batch answer and the online one (no look-ahead) both reach 0.9."""
+    data = generate(seed=5, lines=4000)
+    lines, truth = [line for line, _ in data], [label for _, label in data]
+    batch, _ = cluster_lines(lines)
+    miner = TemplateMiner()
+    online = [miner.add(line) for line in lines]
+    assert grouping_accuracy(batch, truth) >= 0.9
+    assert grouping_accuracy([miner.group_of(g) for g in online], truth) >= 0.9
+
+
+def test_grouping_accuracy_counts_only_lines_whose_group_is_exactly_right() -> None:
+    """GA: a line is right iff its predicted group holds exactly the lines of its true group."""
+    truth = ["a", "a", "b", "b", "c"]
+    assert grouping_accuracy([1, 1, 2, 2, 3], truth) == 1.0
+    assert grouping_accuracy([1, 1, 2, 2, 2], truth) == pytest.approx(2 / 5)  # b and c merged: 3 lines wrong
+    assert grouping_accuracy([1, 2, 3, 3, 4], truth) == pytest.approx(3 / 5)  # a split: 2 lines wrong
+
+
+def test_token_classes_become_wildcards_and_words_stay() -> None:
+    """Numbers, IPs, hex, UUIDs, paths, block ids, key=value values and timestamps are masked; words are kept."""
+    masked = mask_tokens(
+        "2024-05-01T10:00:00Z Received blk_-1608999687919862906 of size 67108864 from /10.250.19.102:5432 "
+        "user=alice at 0xdeadbeef id 123e4567-e89b-12d3-a456-426614174000 path /var/log/app.log (took 15ms)"
+    )
+    assert masked == (
+        "<*>", "Received", "<*>", "of", "size", "<*>", "from", "<*>", "user=<*>", "at", "<*>",
+        "id", "<*>", "path", "<*>", "(took", "<*>)",
+    )  # fmt: skip
+
+
+def test_word_valued_variables_merge_but_different_statements_do_not() -> None:
+    """User names vary across many values (a variable); 'opened'/'closed' are two statements."""
+    users = ["root", "alice", "bob", "carol", "dave", "erin", "frank"]
+    lines = [f"session opened for user {u}" for u in users] + [f"session closed for user {u}" for u in users]
+    ids, miner = cluster_lines(lines)
+    assert len(set(ids[:7])) == 1 and len(set(ids[7:])) == 1 and ids[0] != ids[7]
+    assert dict(miner.templates()) == {"session opened for user <*>": 7, "session closed for user <*>": 7}
+
+
+def test_a_few_recurring_words_at_one_position_are_separate_statements() -> None:
+    """`boot (command N)`, `wait (command N)`, ... : six words, each recurring, are six statements."""
+    words = (
+        ["boot"] * 40
+        + ["wait"] * 30
+        + ["halt"] * 5
+        + ["risBoot"] * 2
+        + ["bootGenvmunix"] * 3
+        + ["clusterAddMember"] * 2
+    )
+    lines = [f"{word}  (command {2900 + i})" for i, word in enumerate(words)]
+    ids, miner = cluster_lines(lines)
+    assert grouping_accuracy(ids, words) == 1.0
+    assert dict(miner.templates())["boot (command <*>)"] == 40
+
+
+def test_names_that_vary_per_line_are_wildcards() -> None:
+    """User and host names mostly seen once, or printed by several statements, are variables."""
+    users = [f"{name}{suffix}" for name in ("admin", "guest", "oracle", "test", "user") for suffix in ("", "x", "01")]
+    hosts = ["alpha", "bravo", "charlie", "delta", "echo", "foxtrot", "golf", "hotel", "india", "juliet", "kilo"]
+    lines = [f"Invalid user {u} from 10.0.0.{i}" for i, u in enumerate(users)]
+    lines += [f"Heartbeat from {hosts[i % 11]}.local received" for i in range(44)]
+    lines += [f"Node {hosts[i % 11]}.local is unhealthy" for i in range(22)]
+    truth = ["invalid"] * len(users) + ["heartbeat"] * 44 + ["node"] * 22
+    ids, miner = cluster_lines(lines)
+    assert grouping_accuracy(ids, truth) == 1.0
+    assert set(dict(miner.templates())) == {
+        "Invalid user <*> from <*>",
+        "Heartbeat from <*> received",
+        "Node <*> is unhealthy",
+    }
+
+
+def test_batch_templates_do_not_depend_on_line_order() -> None:
+    """The batch answer judges positions on all lines: shuffling the input keeps every template."""
+    data = generate(seed=3, lines=1200)
+    lines = [line for line, _ in data]
+    _, miner = cluster_lines(lines)
+    _, shuffled = cluster_lines(list(reversed(lines)))
+    assert dict(miner.templates()) == dict(shuffled.templates())
+
+
+# ---------------------------------------------------------------------------------- fingerprints
+
+
+def test_trace_fingerprint_ignores_line_numbers_addresses_and_ids() -> None:
+    """The same bug at other line numbers, with other ids in its message, keeps its fingerprint."""
+    config = LogMinerConfig()
+    first = trace_event(trace(line=12, value="division by zero in request 7f3a at 0x7f00aa"))
+    later = trace_event(trace(line=57, value="division by zero in request 9c01 at 0x7f11bb"))
+    assert fingerprint_event(first, config) == fingerprint_event(later, config)
+
+
+def test_trace_fingerprint_separates_exception_types_and_call_paths() -> None:
+    """Another exception type, or another in-app function on the path, is another problem."""
+    config = LogMinerConfig()
+    base = fingerprint_event(trace_event(trace()), config)
+    assert fingerprint_event(trace_event(trace(kind="ValueError")), config) != base
+    assert fingerprint_event(trace_event(trace(function="median")), config) != base
+
+
+def test_library_frames_do_not_change_the_fingerprint() -> None:
+    """Frames from site-packages are not the repo's code: a library upgrade keeps the fingerprint."""
+    config = LogMinerConfig()
+    ours = trace()
+    with_library = ours.replace(
+        "Traceback (most recent call last):\n",
+        'Traceback (most recent call last):\n  File "/usr/lib/python3.11/site-packages/flask/app.py", '
+        "line 1799, in dispatch_request\n    return view()\n",
+    )
+    assert fingerprint_event(trace_event(ours), config) == fingerprint_event(trace_event(with_library), config)
+
+
+# ---------------------------------------------------------------------------------- ingestion
+
+
+def test_sentry_export_is_read_with_frames_and_timestamps() -> None:
+    """A Sentry export ('events'): type, value, frames innermost last, ISO and epoch timestamps."""
+    events = read_events(LOGS / "sentry_export.json")
+    assert [e.exception_type for e in events] == ["ZeroDivisionError", "ZeroDivisionError", "KeyError"]
+    assert [f.function for f in events[0].frames] == ["dispatch_request", "average", "mean"]
+    assert events[0].frames[0].in_app is False and events[0].frames[2].in_app is True
+    assert events[0].timestamp == datetime(2024, 5, 1, 10, 0, tzinfo=UTC)
+    assert events[2].timestamp == datetime(2024, 5, 1, 11, 0, 0, 500000, tzinfo=UTC)
+    assert "calc/stats.py" in events[0].raw
+
+
+def test_single_sentry_event_and_list_of_events(tmp_path: Path) -> None:
+    """One event object, or a JSON list of them, is read the same way."""
+    export = json.loads((LOGS / "sentry_export.json").read_text())
+    (tmp_path / "one.json").write_text(json.dumps(export["events"][0]))
+    (tmp_path / "list.json").write_text(json.dumps(export["events"]))
+    assert [e.exception_type for e in read_events(tmp_path / "one.json")] == ["ZeroDivisionError"]
+    assert len(read_events(tmp_path / "list.json")) == 3
+
+
+def test_plain_log_keeps_a_multi_line_traceback_with_its_log_line() -> None:
+    """A logged exception is one event: its log line, timestamp and level, and the traceback under it."""
+    events = read_events(LOGS / "app" / "service.log")
+    assert len(events) == 7
+    crash = events[1]
+    assert crash.level == "error" and crash.timestamp == datetime(2024, 5, 1, 10, 0, 1, 120000, tzinfo=UTC)
+    assert crash.exception_type == "ZeroDivisionError"
+    assert [f.function for f in crash.frames] == ["average", "mean"]
+    assert crash.raw.startswith("2024-05-01 10:00:01,120 ERROR") and crash.raw.endswith("division by zero")
+    assert events[2].exception_type is None and "connection to" in events[2].message
+
+
+def test_json_lines_structured_logs() -> None:
+    """JSON lines: level/levelname/severity, message/msg/event, a traceback in 'exception'."""
+    events = read_events(LOGS / "app" / "worker.jsonl")
+    assert [e.level for e in events] == ["error", "info", "error"]
+    assert events[0].exception_type == "json.decoder.JSONDecodeError"
+    assert events[2].message == "disk /var/lib/calc is 97% full" and events[2].exception_type is None
+
+
+def test_directory_is_read_recursively_and_stdin_like_streams_too(tmp_path: Path) -> None:
+    """A directory yields every file's events; an open text stream is read like a file."""
+    events = read_events(LOGS)
+    assert len(events) == 3 + 7 + 3
+    streamed = read_events(io.StringIO((LOGS / "app" / "service.log").read_text()))
+    assert [e.message for e in streamed] == [e.message for e in read_events(LOGS / "app" / "service.log")]
+
+
+def test_bad_input_is_refused_with_one_line(tmp_path: Path) -> None:
+    """A missing source or unreadable JSON raises LogInputInvalid naming the file, in one line."""
+    with pytest.raises(LogInputInvalid, match="does not exist"):
+        read_events(tmp_path / "missing.log")
+    broken = tmp_path / "broken.jsonl"
+    broken.write_text('{"level": "error", "message": "ok"}\n{"level": "error", "message": \n')
+    with pytest.raises(LogInputInvalid) as caught:
+        read_events(broken)
+    assert "broken.jsonl:2" in str(caught.value) and "\n" not in str(caught.value)
+
+
+# ---------------------------------------------------------------------------------- problems and tickets
+
+
+def _repeated(count: int, *, start: datetime, step: timedelta = timedelta(minutes=5)) -> list[LogEvent]:
+    return [
+        trace_event(trace(line=12 + i % 3, value=f"division by zero (request {i})"), start + i * step)
+        for i in range(count)
+    ]
+
+
+def test_only_groups_above_the_threshold_within_the_window_become_problems() -> None:
+    """min_occurrences counts errors in the window; older errors and info lines do not count."""
+    config = LogMinerConfig(min_occurrences=3, window_hours=24)
+    two = _repeated(2, start=NOW - timedelta(hours=1))
+    assert mine_problems(two, repo="calculator", config=config, now=NOW) == []
+    old = _repeated(5, start=NOW - timedelta(days=3))
+    assert mine_problems(two + old, repo="calculator", config=config, now=NOW) == []
+    info = [LogEvent(timestamp=NOW, level="info", message="job 1 done") for _ in range(9)]
+    assert mine_problems(info, repo="calculator", config=config, now=NOW) == []
+    assert (
+        len(mine_problems(_repeated(3, start=NOW - timedelta(hours=1)), repo="calculator", config=config, now=NOW)) == 1
+    )
+
+
+def test_trace_group_becomes_a_ready_bug_ticket() -> None:
+    """The ticket: LOG-<fingerprint>, bug, ready-for-robot, log-miner, repo paths of in-app frames, the trace."""
+    events = read_events(LOGS)
+    problems = mine_problems(events, repo="calculator", config=LogMinerConfig(min_occurrences=2), now=NOW)
+    crash = next(p for p in problems if "ZeroDivisionError" in (p.ticket.title or ""))
+    ticket = crash.ticket
+    assert ticket.id == f"LOG-{ticket.fingerprint[:10]}" and len(ticket.fingerprint or "") == 64
+    assert ticket.type == TicketType.BUG and ticket.labels == [READY_LABEL] and ticket.source == "log-miner"
+    assert ticket.title == "ZeroDivisionError: division by zero in calc.stats.mean"
+    assert ticket.context.repo == "calculator"
+    assert ticket.context.filepaths == ["calc/stats.py", "calc/views.py"]
+    assert "Traceback (most recent call last)" in ticket.context.error_logs
+    assert any("no longer occurs" in c for c in ticket.acceptance_criteria)
+    assert any("regression test" in c for c in ticket.acceptance_criteria)
+    assert crash.occurrences == 4  # two Sentry events and two logged tracebacks
+    assert crash.first_seen == datetime(2024, 5, 1, 10, 0, tzinfo=UTC)
+
+
+def test_error_lines_without_trace_are_grouped_by_template() -> None:
+    """Error lines differing in IPs and durations are one problem titled by their template."""
+    events = read_events(LOGS / "app" / "service.log")
+    problems = mine_problems(events, repo="calculator", config=LogMinerConfig(min_occurrences=3), now=NOW)
+    titles = [p.ticket.title for p in problems]
+    assert titles == ["Recurring error: ERROR calc.db: connection to <*> lost after <*> ms"]
+    assert problems[0].occurrences == 3 and problems[0].ticket.context.filepaths == []
+
+
+def test_priority_follows_frequency_and_recency() -> None:
+    """Frequent and recent: high; a few, recent: medium; nothing for three days: low."""
+    config = LogMinerConfig(min_occurrences=3, high_occurrences=20, window_hours=24 * 30)
+    start = NOW - timedelta(hours=2)
+
+    def priority(events: list[LogEvent]) -> Priority:
+        return mine_problems(events, repo="calculator", config=config, now=NOW)[0].ticket.priority
+
+    assert priority(_repeated(25, start=start, step=timedelta(minutes=4))) == Priority.HIGH
+    assert priority(_repeated(4, start=start)) == Priority.MEDIUM
+    assert priority(_repeated(25, start=NOW - timedelta(days=10))) == Priority.LOW
+
+
+def test_max_tickets_per_run_keeps_the_most_urgent() -> None:
+    """At most max_tickets_per_run problems, the highest priority first."""
+    events = [
+        LogEvent(timestamp=NOW, level="error", message=f"ERROR worker {kind} crashed with code {i}")
+        for kind, n in (("alpha", 30), ("beta", 5), ("gamma", 4))
+        for i in range(n)
+    ]
+    config = LogMinerConfig(max_tickets_per_run=1, high_occurrences=20)
+    problems = mine_problems(events, repo="calculator", config=config, now=NOW)
+    assert [p.occurrences for p in problems] == [30]
+
+
+def test_same_problem_found_again_updates_its_ticket(tmp_path: Path) -> None:
+    """Two runs over different occurrences (other lines, ids, times) give one ticket, updated."""
+    config = LogMinerConfig()
+    first = mine_problems(_repeated(3, start=NOW - timedelta(hours=5)), repo="calculator", config=config, now=NOW)
+    later_events = [trace_event(trace(line=80, value="division by zero (job 77)"), NOW) for _ in range(4)]
+    second = mine_problems(later_events, repo="calculator", config=config, now=NOW + timedelta(hours=1))
+    assert first[0].ticket.fingerprint == second[0].ticket.fingerprint
+    tracker = LocalTracker(tmp_path / "tickets")
+    assert tracker.record(first[0], "run-1").action == DiscoveryAction.CREATED
+    assert tracker.record(second[0], "run-2").action == DiscoveryAction.UPDATED
+    assert len(tracker.list()) == 1 and tracker.list()[0].occurrences == 7
+
+
+# ---------------------------------------------------------------------------------- the command line
+
+
+def test_cluster_command_prints_one_group_id_per_line_in_order() -> None:
+    """`factory logs cluster` on stdin: one id per input line, equal ids for one template."""
+    text = "conn from 10.0.0.1 closed\nuser root logged in\nconn from 10.0.0.2 closed\n"
+    result = CliRunner().invoke(starter.app, ["logs", "cluster"], input=text)
+    assert result.exit_code == 0, result.output
+    assert result.output.splitlines() == ["1", "2", "1"]
+
+
+def test_cluster_command_templates_option(tmp_path: Path) -> None:
+    """`--templates` prints each template with its count, the most frequent first; a FILE works like stdin."""
+    path = tmp_path / "lines.log"
+    path.write_text(
+        "".join(f"Deleting block blk_{i} file /data/{i}\n" for i in range(5)) + "link down on the primary interface\n"
+    )
+    result = CliRunner().invoke(starter.app, ["logs", "cluster", str(path), "--templates"])
+    assert result.exit_code == 0, result.output
+    assert result.output.splitlines() == ["5\tDeleting block <*> file <*>", "1\tlink down on the primary interface"]
+
+
+def test_cluster_command_missing_file_is_one_line_error(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    """A missing FILE: one line on stderr, no traceback, exit code 2."""
+    monkeypatch.setattr(sys, "argv", ["factory", "logs", "cluster", str(tmp_path / "nope.log")])
+    code = starter._run_cli()
+    err = capsys.readouterr().err
+    assert code == 2
+    assert err.startswith("error: cannot read") and len(err.strip().splitlines()) == 1
