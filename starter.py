@@ -504,6 +504,7 @@ def janitor(
 ) -> None:
     """Run the Janitor now: update outdated dependencies one at a time, one pull request per repo."""
     from factory.models import JanitorRequest, JanitorResult
+    from factory.schedules import JANITOR, declared_schedule
     from workflows.janitor import JanitorWorkflow
 
     settings = ctx.obj.settings()
@@ -512,10 +513,25 @@ def janitor(
         raise UserError(f"unknown repo {repo!r} (known: {known}): add a [repos.{repo}] table to factory.toml", 2)
     if not settings.repos:
         raise UserError("no repos to update: add a [repos.NAME] table to factory.toml", 2)
-    workflow_id = f"janitor-{repo or 'all'}"
+    # Every manual run (one repo or all) takes the schedule's workflow id, and none starts while
+    # any janitor runs (the schedule's runs carry that id plus their time): two janitors never
+    # push the same branch side by side.
+    workflow_id = declared_schedule(settings, JANITOR).workflow_id
 
     async def go() -> int:
         client = await connect(settings)
+        running = [
+            wf.id
+            async for wf in client.list_workflows(
+                "WorkflowType = 'JanitorWorkflow' AND ExecutionStatus = 'Running'", limit=1
+            )
+        ]
+        if running:
+            console.print(
+                f"the janitor is already running ({running[0]}, {_ui_link(settings, running[0])}); "
+                "not starting another: wait for it to finish, then run it again"
+            )
+            return 0
         try:
             handle = await client.start_workflow(
                 JanitorWorkflow.run,
@@ -526,7 +542,10 @@ def janitor(
                 static_summary=f"janitor: {repo or 'every repo'}",
             )
         except WorkflowAlreadyStartedError:
-            console.print(f"a janitor run {workflow_id} is already running; not starting another")
+            console.print(
+                f"the janitor is already running ({workflow_id}, {_ui_link(settings, workflow_id)}); "
+                "not starting another: wait for it to finish, then run it again"
+            )
             return 0
         console.print(f"janitor started: {workflow_id} ({_ui_link(settings, workflow_id)})")
         if not wait:
@@ -585,7 +604,7 @@ def tickets(
         for tracked in found:
             sys.stdout.write(tracked.model_dump_json() + "\n")
         return
-    table = Table("ticket", "status", "type", "priority", "repo", "seen", "source", "approved", "title")
+    table = Table("ticket", "status", "type", "priority", "repo", "seen", "runs", "source", "approved", "title")
     for tracked in found:
         ticket = tracked.ticket
         table.add_row(
@@ -595,6 +614,7 @@ def tickets(
             ticket.priority.value,
             ticket.context.repo,
             str(tracked.occurrences),
+            str(tracked.sightings),
             ticket.source or "",
             tracked.approval.by if tracked.approval else "",
             ticket.display_title,
@@ -1267,6 +1287,11 @@ def _escape(text: str) -> str:
     return text.replace("\\", "\\\\").replace("'", "\\'")
 
 
+def _one_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0][:300] if text else type(exc).__name__
+
+
 def exit_process(code: int) -> NoReturn:
     """Flush and leave without interpreter teardown.
 
@@ -1299,6 +1324,13 @@ def _run_cli() -> int:
     except KeyboardInterrupt:
         err_console.print("interrupted; tickets keep running on the server (`factory list`)")
         return 130
+    except WorkflowFailureError as exc:
+        cause = exc.cause if exc.cause is not None else exc
+        err_console.print(f"error: the workflow did not complete: {_one_line(cause)}", markup=False, highlight=False)
+        return 1
+    except RPCError as exc:
+        err_console.print(f"error: the Temporal server refused the request: {_one_line(exc)}", markup=False)
+        return 1
     except SystemExit as exc:
         if isinstance(exc.code, str):
             err_console.print(exc.code, markup=False, highlight=False)

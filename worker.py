@@ -26,7 +26,7 @@ from activities.review import GovernanceActivities
 from activities.ticket import TicketActivities, host_queue
 from factory.config import Settings, load_settings
 from factory.errors import FactoryError
-from factory.llm.scripted import register_scripted_provider
+from factory.llm.client import log_scripted_calls_to
 from factory.telemetry import configure_logging
 from workflows.discovery import DISCOVERY_QUEUE, DiscoveryWorkflow
 from workflows.janitor import JanitorWorkflow
@@ -45,7 +45,7 @@ def build_workers(client: Client, settings: Settings, queues: list[str] | None =
     unknown = [q for q in wanted if q not in QUEUES]
     if unknown:
         raise FactoryError(f"unknown queue(s) {', '.join(unknown)}: this worker serves {', '.join(QUEUES)}")
-    register_scripted_provider(settings.models.scripted_call_log)
+    log_scripted_calls_to(settings.models.scripted_call_log)
     activities = TicketActivities(settings)
     workers = []
     if "execution" in wanted:

@@ -8,6 +8,7 @@ the guard on the update branch, and the pull request that is opened or updated.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -26,6 +27,7 @@ from factory.governance.dependencies import DependencyRef
 from factory.governance.hallucination import PopularNames, check_dependency
 from factory.governance.registry import registry_client
 from factory.models import (
+    JanitorBranch,
     JanitorPlan,
     JanitorPublish,
     JanitorRequest,
@@ -40,10 +42,26 @@ from factory.models import (
 from factory.runs import repo_spec
 from factory.sandbox import DockerSandboxes
 
-__all__ = ["JanitorActivities"]
+__all__ = ["JanitorActivities", "sandbox_timeout_s"]
 
 log = structlog.get_logger()
 _MANIFEST_TIMEOUT_S = 60
+
+
+def sandbox_timeout_s(test_timeout_s: int) -> int:
+    """The limit of one survey or update script in the sandbox: installing and testing may each take
+    the test time limit. The workflow gives those activities this plus two minutes (manifests, logs)."""
+    return 2 * test_timeout_s
+
+
+def write_log(directory: Path, purpose: str, text: str) -> Path:
+    """Write ``text`` to ``directory/<purpose as a safe slug>.log``, never through a symlink."""
+    path = directory / f"{janitor.log_slug(purpose)}.log"
+    directory.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8", errors="replace") as handle:
+        handle.write(text)
+    return path
 
 
 class JanitorActivities:
@@ -86,9 +104,9 @@ class JanitorActivities:
 
     def _run(self, sandbox: SandboxHandle, script: str, timeout_s: int, purpose: str) -> tuple[int, str]:
         result = self.sandboxes.exec(sandbox.name, script, timeout_s)
-        log_path = Path(sandbox.workspace) / "meta" / "logs" / f"{purpose}.log"
-        log_path.parent.mkdir(parents=True, exist_ok=True)
-        log_path.write_text(f"{result.output}\n[exit code {result.exit_code}]\n")
+        write_log(
+            Path(sandbox.workspace) / "meta" / "logs", purpose, f"{result.output}\n[exit code {result.exit_code}]\n"
+        )
         return result.exit_code, result.output
 
     def _manifests(self, sandbox: SandboxHandle) -> tuple[dict[str, str], set[str]]:
@@ -107,7 +125,8 @@ class JanitorActivities:
             kind = janitor.project_kind(files)
             if kind is None:
                 return JanitorSurvey(problem="no package.json, requirements.txt or pyproject.toml at the top level")
-            pins = janitor.python_pins(files) if kind == "pypi" else {}
+            rejected: list[str] = []
+            pins = janitor.python_pins(files, rejected) if kind == "pypi" else {}
             script = janitor.survey_script(
                 kind,
                 pins,
@@ -115,17 +134,20 @@ class JanitorActivities:
                 pip_index_url=plan.pip_index_url,
                 npm_registry=plan.npm_registry,
             )
-            code, output = self._run(request.sandbox, script, plan.limits.test_timeout_s, "janitor-survey")
+            timeout_s = sandbox_timeout_s(plan.limits.test_timeout_s)
+            code, output = self._run(request.sandbox, script, timeout_s, "janitor-survey")
             problem = janitor.survey_problem(output, code)
             if problem is not None:
-                return JanitorSurvey(kind=kind, problem=problem)
+                return JanitorSurvey(kind=kind, problem=problem, rejected=rejected)
             listing = janitor.between(output, "outdated")
             if kind == "npm":
                 declared = janitor.npm_declared(files.get(janitor.NPM_MANIFEST, ""))
-                outdated = janitor.parse_npm_outdated(listing, declared)
+                outdated = janitor.parse_npm_outdated(listing, declared, rejected)
             else:
-                outdated = janitor.parse_pip_outdated(listing, pins)
-            return JanitorSurvey(kind=kind, outdated=outdated)
+                outdated = janitor.parse_pip_outdated(listing, pins, rejected)
+            for reason in rejected:
+                log.warning("janitor_package_rejected", repo=plan.repo.name, reason=reason)
+            return JanitorSurvey(kind=kind, outdated=outdated, rejected=rejected)
 
         return await in_thread(survey)
 
@@ -137,6 +159,9 @@ class JanitorActivities:
         plan, package = request.plan, request.package
 
         def update() -> JanitorUpdate:
+            invalid = janitor.package_problem(package.ecosystem, package.name, package.current, package.latest)
+            if invalid is not None:
+                return JanitorUpdate(package=package, committed=False, reason=invalid)
             files, _ = self._manifests(request.sandbox)
             kind = package.ecosystem
             pins = janitor.python_pins(files) if kind == "pypi" else {}
@@ -148,7 +173,9 @@ class JanitorActivities:
                 if kind == "npm":
                     new_text = janitor.rewrite_npm_pin(text, package.name, package.latest)
                 else:
-                    new_text = janitor.rewrite_pin(text, package.name, package.current, package.latest)
+                    new_text = janitor.rewrite_pin(
+                        text, package.name, package.current, package.latest, manifest=manifest
+                    )
             except ValueError as exc:
                 if not janitor.already_committed(files, package):
                     return JanitorUpdate(package=package, committed=False, reason=str(exc))
@@ -164,7 +191,10 @@ class JanitorActivities:
                 test_command=plan.repo.test_command,
             )
             code, output = self._run(
-                request.sandbox, script, plan.limits.test_timeout_s, f"janitor-update-{package.name}"
+                request.sandbox,
+                script,
+                sandbox_timeout_s(plan.limits.test_timeout_s),
+                f"janitor-update-{package.name}",
             )
             outcome = janitor.parse_update_output(package, output, code)
             log.info(
@@ -206,16 +236,20 @@ class JanitorActivities:
 
     @activity.defn
     @boundary
-    async def branch_problem(self, plan: JanitorPlan) -> str | None:
-        """Why the update branch must not be replaced, or None.
+    async def branch_problem(self, plan: JanitorPlan) -> JanitorBranch:
+        """The update branch's tip, and why it must not be replaced (None: it may be).
 
         The Janitor replaces its branch on every run, which is only right while the
         branch holds nothing but its own commits: the tip must be the one it recorded
-        in its pull request, or already merged into the default branch.
+        in its pull request, or already merged into the default branch. The push then
+        leases on exactly this tip, so a push made after this judgement is never overwritten.
         """
 
-        def judge() -> str | None:
+        def judge() -> JanitorBranch:
             tip = remote_branch_sha(plan.repo.clone_url, plan.branch)
+            return JanitorBranch(tip=tip, problem=problem(tip))
+
+        def problem(tip: str | None) -> str | None:
             if tip is None:
                 return None
             recorded = {

@@ -313,6 +313,7 @@ class TicketActivities:
             request.repo.clone_url,
             request.repo.protected_branches,
             work_dir,
+            expected_remote_sha=request.expected_remote_sha,
         )
         log.info("branch_pushed", branch=request.branch, head=request.head_commit, already_there=not pushed)
         return PushResult(branch=request.branch, head_commit=request.head_commit, already_there=not pushed)

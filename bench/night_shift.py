@@ -121,6 +121,10 @@ async def bench(tickets: int, max_concurrent: int, latency_s: float, workdir: Pa
     settings = make_settings(workdir, extra, playbooks=playbooks)
     try:
         async with running_workers(env.client, settings):
+            # A warm-up night, not timed: the first model call imports the model client (seconds),
+            # which a worker that has served one ticket has already paid.
+            file_tickets(settings, playbooks, 1, latency_s)
+            await run_night(env.client, max_concurrent)
             file_tickets(settings, playbooks, 1, latency_s)
             with SandboxSampler(settings) as alone:
                 one_wall, _ = await run_night(env.client, max_concurrent)

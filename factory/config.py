@@ -172,7 +172,6 @@ class DiscoveryConfig(BaseModel):
     sources: list[DiscoverySource] = Field(
         default_factory=lambda: list(DiscoverySource), description="Sources a run uses unless told otherwise."
     )
-    coverage_timeout_s: int = Field(default=900, ge=1, description="Time limit of the coverage run in the sandbox.")
 
 
 class CoverageConfig(BaseModel):

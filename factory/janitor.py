@@ -6,13 +6,22 @@ marker lines that the parsers here read back. The host never runs anything in th
 sandbox's repository: it reads files through ``cat`` in the sandbox and hands new
 file content in as base64.
 
-* Listing: ``npm outdated --json`` for npm projects; for Python projects (pins in
-  ``requirements.txt`` or ``pyproject.toml``) the packages are installed into a venv
-  in the workspace and ``pip list --outdated --local --format=json`` is asked, then
-  kept to the pinned, declared dependencies.
-* Updating, one package at a time: rewrite the pin (pip) or ``npm install
-  --save-exact NAME@LATEST``, run the repository's tests, commit if they pass, else
-  restore the manifests and the environment and record why.
+* Listing: for npm projects :data:`NPM_TOOL` (a small npm registry client run with
+  ``python3 -I`` in the sandbox: the image has no ``npm``) installs ``package.json``'s
+  dependencies into ``node_modules`` and prints the outdated ones in ``npm outdated
+  --json``'s shape; for Python projects (pins in ``requirements.txt`` or
+  ``pyproject.toml``) the packages are installed into a venv in the workspace and
+  ``pip list --outdated --local --format=json`` is asked, then kept to the pinned,
+  declared dependencies.
+* Updating, one package at a time: the host rewrites the pin (``name==new`` in the
+  Python manifest, or the exact version in ``package.json``'s dependency sections), the
+  sandbox installs again (pip, or :data:`NPM_TOOL`), runs the repository's tests, and
+  commits if they pass, else restores the manifests and the environment and records why.
+
+Everything the sandbox prints is untrusted (the repository's code runs there): package
+names are checked with :func:`factory.governance.registry.validate_name` and versions
+against a plain character set before they reach a command, a manifest or a file name;
+the ones that fail are dropped and reported.
 """
 
 from __future__ import annotations
@@ -21,12 +30,14 @@ import base64
 import json
 import re
 import shlex
+import tomllib
 from collections.abc import Iterable, Mapping
 from typing import Literal
 from urllib.parse import urlsplit
 
+from factory.errors import PackageNameInvalid
 from factory.governance.dependencies import parse_requirement
-from factory.governance.registry import canonical_pypi_name
+from factory.governance.registry import canonical_pypi_name, validate_name
 from factory.models import JanitorUpdate, OutdatedPackage
 
 __all__ = [
@@ -38,9 +49,11 @@ __all__ = [
     "commit_subject",
     "install_command",
     "janitor_head",
+    "log_slug",
     "manifest_script",
     "npm_declared",
     "npm_tool",
+    "package_problem",
     "parse_manifests",
     "parse_npm_outdated",
     "parse_pip_outdated",
@@ -54,12 +67,16 @@ __all__ = [
     "survey_problem",
     "survey_script",
     "update_script",
+    "valid_version",
 ]
 
 MARK = "@@janitor"
 VENV = ".janitor-venv"
 PYTHON_MANIFESTS = ("requirements.txt", "pyproject.toml")
 NPM_MANIFEST = "package.json"
+NPM_SECTIONS = ("dependencies", "devDependencies", "optionalDependencies")
+# Versions reach shell commands, manifests and commit messages: plain characters only.
+_VERSION = re.compile(r"[0-9A-Za-z.+!_-]+", re.ASCII)
 _HEAD_MARKER = re.compile(r"<!-- factory-janitor head=([0-9a-f]{40,64}) -->")
 # Caches go to the sandbox's /tmp: the root file system is read-only and /home/agent is small.
 _ENV = (
@@ -114,19 +131,43 @@ def project_kind(files: Mapping[str, str]) -> Literal["pypi", "npm"] | None:
     return None
 
 
-_PYPROJECT_DEPS = re.compile(r"(?ms)^\s*dependencies\s*=\s*\[(.*?)\]")
-_TOML_STRING = re.compile(r"""("([^"\\]|\\.)*"|'[^']*')""")
+def valid_version(version: object) -> bool:
+    """A version made only of ``[0-9A-Za-z.+!_-]`` (what PEP 440 and semver versions use), not too long."""
+    return isinstance(version, str) and len(version) <= 100 and _VERSION.fullmatch(version) is not None
 
 
-def _pyproject_requirements(text: str) -> list[str]:
-    """The PEP 508 strings of ``[project] dependencies`` (enough TOML for a pin list)."""
-    project = re.search(r"(?ms)^\[project\]\s*$(.*?)(?=^\[|\Z)", text)
-    if project is None:
+def package_problem(ecosystem: Literal["pypi", "npm"], name: str, *versions: object) -> str | None:
+    """Why a package named by the sandbox (or a manifest) must not be used, or None.
+
+    The name must be one the registry could hold and every version plain characters:
+    both end up in shell commands, manifests and log file names on the host.
+    """
+    try:
+        validate_name(name, ecosystem)
+    except PackageNameInvalid as exc:
+        return str(exc)
+    for version in versions:
+        if not valid_version(version):
+            shown = repr(version)[:60]
+            return f"{name}: invalid version {shown} (only letters, digits and . + ! _ -)"
+    return None
+
+
+def log_slug(name: str) -> str:
+    """``name`` as a safe file-name part: anything but ``[A-Za-z0-9_.-]`` becomes ``-``, never ``.``/``..``."""
+    slug = re.sub(r"[^A-Za-z0-9_.-]", "-", name)[:100]
+    return slug if slug.strip(".") else "-" * max(1, len(slug))
+
+
+def _pyproject_dependencies(text: str) -> list[str]:
+    """The PEP 508 strings of ``[project] dependencies`` (none when the file is not valid TOML)."""
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError:
         return []
-    deps = _PYPROJECT_DEPS.search(project.group(1))
-    if deps is None:
-        return []
-    return [match.group(1)[1:-1] for match in _TOML_STRING.finditer(deps.group(1))]
+    project = data.get("project")
+    deps = project.get("dependencies") if isinstance(project, dict) else None
+    return [dep for dep in deps if isinstance(dep, str)] if isinstance(deps, list) else []
 
 
 def _requirements_lines(text: str) -> list[str]:
@@ -138,25 +179,44 @@ def _requirements_lines(text: str) -> list[str]:
     return kept
 
 
-def python_pins(files: Mapping[str, str]) -> dict[str, tuple[str, str, str]]:
-    """Exactly pinned (``==``) dependencies: canonical name → (name as written, version, manifest)."""
+def python_pins(files: Mapping[str, str], rejected: list[str] | None = None) -> dict[str, tuple[str, str, str]]:
+    """Exactly pinned (``==``) dependencies: canonical name → (name as written, version, manifest).
+
+    A pin whose name or version is not plain (see :func:`package_problem`) is left out,
+    and why is appended to ``rejected`` when given.
+    """
     pins: dict[str, tuple[str, str, str]] = {}
     for manifest in PYTHON_MANIFESTS:
         text = files.get(manifest)
         if text is None:
             continue
-        requirements = _pyproject_requirements(text) if manifest == "pyproject.toml" else _requirements_lines(text)
+        requirements = _pyproject_dependencies(text) if manifest == "pyproject.toml" else _requirements_lines(text)
         for requirement in requirements:
             parsed = parse_requirement(requirement)
             if parsed is None or parsed[1] is None:
                 continue
             name, version = parsed[0], parsed[1]
+            problem = package_problem("pypi", name, version)
+            if problem is not None:
+                if rejected is not None:
+                    rejected.append(f"{manifest}: {problem}")
+                continue
             pins.setdefault(canonical_pypi_name(name), (name, version, manifest))
     return pins
 
 
-def rewrite_pin(text: str, name: str, old: str, new: str) -> str:
-    """``name==old`` becomes ``name==new`` wherever the pin is written (any spelling of the name)."""
+def rewrite_pin(text: str, name: str, old: str, new: str, *, manifest: str = "requirements.txt") -> str:
+    """``name==old`` becomes ``name==new`` wherever the pin is written (any spelling of the name).
+
+    In ``pyproject.toml`` only the requirement strings of ``[project] dependencies`` that pin
+    ``name==old`` are changed, each as the exact TOML string literal it is written as.
+    """
+    if manifest == "pyproject.toml":
+        return _rewrite_pyproject_pin(text, name, old, new)
+    return _rewrite_requirement_pin(text, name, old, new)
+
+
+def _rewrite_requirement_pin(text: str, name: str, old: str, new: str) -> str:
     spelled = r"[-_.]+".join(re.escape(part) for part in re.split(r"[-_.]+", name))
     pattern = re.compile(
         rf"(?im)(?<![A-Za-z0-9._-])({spelled}(?:\[[^\]]*\])?\s*==\s*){re.escape(old)}(?![A-Za-z0-9.+])"
@@ -167,12 +227,77 @@ def rewrite_pin(text: str, name: str, old: str, new: str) -> str:
     return updated
 
 
+_TOML_TOKEN = re.compile(r'"""[\s\S]*?"""|\'\'\'[\s\S]*?\'\'\'|"(?:[^"\\\n]|\\.)*"|\'[^\'\n]*\'|#[^\n]*|[\[\]]')
+
+
+def _project_dependencies_span(text: str) -> tuple[int, int] | None:
+    """Where the ``[project]`` table's ``dependencies = [...]`` array is written (start, end), if found."""
+    header = re.search(r"(?m)^[ \t]*\[project\][ \t]*(?:#.*)?$", text)
+    if header is None:
+        return None
+    table_end = re.compile(r"(?m)^[ \t]*\[").search(text, header.end())
+    key = re.compile(r"(?m)^[ \t]*dependencies[ \t]*=[ \t]*\[").search(
+        text, header.end(), table_end.start() if table_end else len(text)
+    )
+    if key is None:
+        return None
+    depth = 0
+    for token in _TOML_TOKEN.finditer(text, key.end() - 1):
+        if token.group() == "[":
+            depth += 1
+        elif token.group() == "]":
+            depth -= 1
+            if depth == 0:
+                return key.end() - 1, token.end()
+    return None
+
+
+def _rewrite_pyproject_pin(text: str, name: str, old: str, new: str) -> str:
+    """Each ``[project] dependencies`` string pinning ``name==old`` is rewritten as the literal it is
+    written as, inside that array only; the result must parse to the same TOML but for those strings."""
+    key = canonical_pypi_name(name)
+    before = _pyproject_dependencies(text)
+    after = []
+    for requirement in before:
+        parsed = parse_requirement(requirement)
+        matches = parsed is not None and canonical_pypi_name(parsed[0]) == key and parsed[1] == old
+        after.append(_rewrite_requirement_pin(requirement, name, old, new) if matches else requirement)
+    span = _project_dependencies_span(text)
+    if after == before or span is None:
+        raise ValueError(f"no pin {name}=={old} found to update in pyproject.toml")
+    start, end = span
+    array = text[start:end]
+    for requirement, replacement in zip(before, after, strict=True):
+        if requirement == replacement:
+            continue
+        for quote in ('"', "'"):
+            literal = quote + requirement + quote
+            if literal in array:
+                array = array.replace(literal, quote + replacement + quote)
+                break
+    updated = text[:start] + array + text[end:]
+    expected = tomllib.loads(text)
+    expected["project"]["dependencies"] = after
+    try:
+        if tomllib.loads(updated) == expected:
+            return updated
+    except tomllib.TOMLDecodeError:
+        pass
+    raise ValueError(f"the pin {name}=={old} in pyproject.toml is written in a way the Janitor does not rewrite")
+
+
 # --------------------------------------------------------------------------
 # Parsing the package managers' "outdated" listings
 
 
-def parse_npm_outdated(text: str, declared: Iterable[str] | None = None) -> list[OutdatedPackage]:
-    """``npm outdated --json``: every package whose latest version differs from the installed one."""
+def parse_npm_outdated(
+    text: str, declared: Iterable[str] | None = None, rejected: list[str] | None = None
+) -> list[OutdatedPackage]:
+    """``npm outdated --json``: every package whose latest version differs from the installed one.
+
+    The listing is printed in the sandbox: an entry whose name is not a valid npm name or
+    whose versions are not plain is dropped, and why is appended to ``rejected`` when given.
+    """
     data = _json_object(text)
     wanted = set(declared) if declared is not None else None
     found = []
@@ -181,14 +306,23 @@ def parse_npm_outdated(text: str, declared: Iterable[str] | None = None) -> list
             continue
         current, latest = entry.get("current"), entry.get("latest")
         if isinstance(latest, str) and isinstance(current, str) and current != latest:
+            problem = package_problem("npm", name, current, latest)
+            if problem is not None:
+                if rejected is not None:
+                    rejected.append(problem)
+                continue
             found.append(OutdatedPackage(ecosystem="npm", name=name, current=current, latest=latest))
     return found
 
 
-def parse_pip_outdated(text: str, pins: Mapping[str, tuple[str, str, str]] | None = None) -> list[OutdatedPackage]:
+def parse_pip_outdated(
+    text: str, pins: Mapping[str, tuple[str, str, str]] | None = None, rejected: list[str] | None = None
+) -> list[OutdatedPackage]:
     """``pip list --outdated --format=json``, kept to the pinned dependencies when ``pins`` is given.
 
     The current version is the pin (what the repository asks for), in the order the pins are written.
+    The listing is printed in the sandbox: an entry with an invalid name or a version that is not
+    plain is dropped, and why is appended to ``rejected`` when given.
     """
     raw = text.strip()
     start = raw.find("[")
@@ -202,14 +336,22 @@ def parse_pip_outdated(text: str, pins: Mapping[str, tuple[str, str, str]] | Non
             isinstance(entry.get(k), str) for k in ("name", "version", "latest_version")
         ):
             latest[canonical_pypi_name(entry["name"])] = (entry["name"], entry["version"], entry["latest_version"])
-    if pins is None:
-        return [
-            OutdatedPackage(ecosystem="pypi", name=name, current=current, latest=new)
-            for name, current, new in latest.values()
-        ]
     found = []
+    if pins is None:
+        for name, current, new in latest.values():
+            problem = package_problem("pypi", name, current, new)
+            if problem is None:
+                found.append(OutdatedPackage(ecosystem="pypi", name=name, current=current, latest=new))
+            elif rejected is not None:
+                rejected.append(problem)
+        return found
     for key, (name, pinned, manifest) in pins.items():
         if key in latest and latest[key][2] != pinned:
+            problem = package_problem("pypi", name, pinned, latest[key][2])
+            if problem is not None:
+                if rejected is not None:
+                    rejected.append(problem)
+                continue
             found.append(
                 OutdatedPackage(ecosystem="pypi", name=name, current=pinned, latest=latest[key][2], manifest=manifest)
             )
@@ -281,7 +423,8 @@ def survey_script(
     if kind == "npm":
         outdated = npm_tool("outdated", npm_registry)
     else:
-        lines += [f'python3 -m venv --system-site-packages {VENV} || {{ echo "{MARK} install-failed"; exit 0; }}']
+        # -I: the workspace (the repository) is not on sys.path, so its files cannot shadow venv or the stdlib.
+        lines += [f'python3 -I -m venv --system-site-packages {VENV} || {{ echo "{MARK} install-failed"; exit 0; }}']
         outdated = f"pip list --outdated --local --format=json {_index_options(pip_index_url)}"
     lines += [
         _ACTIVATE,
@@ -321,7 +464,7 @@ def npm_declared(package_json: str) -> set[str]:
         return set()
     names: set[str] = set()
     if isinstance(data, dict):
-        for section in ("dependencies", "devDependencies", "optionalDependencies"):
+        for section in NPM_SECTIONS:
             table = data.get(section)
             if isinstance(table, dict):
                 names.update(str(name) for name in table)
@@ -335,7 +478,7 @@ def already_committed(files: Mapping[str, str], package: OutdatedPackage) -> boo
             data = json.loads(files.get(NPM_MANIFEST, ""))
         except ValueError:
             return False
-        sections = [data.get(s) for s in ("dependencies", "devDependencies", "optionalDependencies")]
+        sections = [data.get(s) for s in NPM_SECTIONS] if isinstance(data, dict) else []
         return any(isinstance(s, dict) and s.get(package.name) == package.latest for s in sections)
     pin = python_pins(files).get(canonical_pypi_name(package.name))
     return pin is not None and pin[1] == package.latest
@@ -446,16 +589,61 @@ elif action == "outdated":
 
 def npm_tool(action: str, registry: str) -> str:
     """The shell command that runs :data:`NPM_TOOL` (``install`` or ``outdated``) in the sandbox."""
-    return f"python3 - {action} {shlex.quote(registry)} <<'JANITOR_NPM'\n{NPM_TOOL.strip()}\nJANITOR_NPM"
+    # -I (isolated): /workspace, the current directory, is not on sys.path, so a json.py (or any
+    # module) in the repository cannot shadow the standard library the tool imports.
+    return f"python3 -I - {action} {shlex.quote(registry)} <<'JANITOR_NPM'\n{NPM_TOOL.strip()}\nJANITOR_NPM"
+
+
+_JSON_TOKEN = re.compile(r'"(?:[^"\\]|\\.)*"|[{}]')
+
+
+def _object_end(text: str, start: int) -> int:
+    """The index just past the JSON object whose ``{`` is at ``start`` (strings skipped), or -1."""
+    depth = 0
+    for token in _JSON_TOKEN.finditer(text, start):
+        if token.group() == "{":
+            depth += 1
+        elif token.group() == "}":
+            depth -= 1
+            if depth == 0:
+                return token.end()
+    return -1
 
 
 def rewrite_npm_pin(text: str, name: str, new: str) -> str:
-    """The package.json entry of ``name`` becomes the exact version ``new``, keeping the file's layout."""
-    pattern = re.compile(rf'("{re.escape(name)}"\s*:\s*")[^"]*(")')
-    updated, count = pattern.subn(lambda m: m.group(1) + new + m.group(2), text)
-    if count == 0:
+    """The ``dependencies`` / ``devDependencies`` / ``optionalDependencies`` entry of ``name`` becomes
+    the exact version ``new``; nothing else in package.json changes (a script or field that happens to
+    carry the same name is left alone). The layout is kept; if it cannot be, the file is written again
+    as two-space-indented JSON."""
+    try:
+        data = json.loads(text)
+    except ValueError:
+        raise ValueError("package.json is not valid JSON") from None
+    if not isinstance(data, dict):
+        raise ValueError("package.json is not a JSON object")
+    sections = [s for s in NPM_SECTIONS if isinstance(data.get(s), dict) and name in data[s]]
+    if not sections:
         raise ValueError(f"no entry {name} found in package.json to update")
-    return updated
+    expected = json.loads(text)
+    for section in sections:
+        expected[section][name] = new
+    entry = re.compile(rf"({re.escape(json.dumps(name))}\s*:\s*\")(?:[^\"\\]|\\.)*(\")")
+    updated = text
+    for section in sections:
+        # Last first, so the earlier positions still hold after a replacement changes the length.
+        for found in reversed(list(re.finditer(rf"{re.escape(json.dumps(section))}\s*:\s*{{", updated))):
+            start = found.end() - 1
+            end = _object_end(updated, start)
+            if end < 0:
+                continue
+            body = entry.sub(lambda m: m.group(1) + new + m.group(2), updated[start:end])
+            updated = updated[:start] + body + updated[end:]
+    try:
+        if json.loads(updated) == expected:
+            return updated
+    except ValueError:
+        pass
+    return json.dumps(expected, indent=2, ensure_ascii=False) + "\n"
 
 
 def between(output: str, name: str) -> str:

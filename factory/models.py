@@ -40,6 +40,7 @@ __all__ = [
     "ExportResult",
     "FeedbackRequest",
     "FileProblemsRequest",
+    "JanitorBranch",
     "JanitorPlan",
     "JanitorPublish",
     "JanitorRepoResult",
@@ -500,6 +501,11 @@ class PushRequest(BaseModel):
     bundle_path: str
     base_commit: str
     head_commit: str
+    expected_remote_sha: str | None = Field(
+        default=None,
+        description="Push only if the remote branch's tip is this commit ('': the branch must not exist). "
+        "None: the usual lease on the tip seen at push time.",
+    )
 
 
 class PushResult(BaseModel):
@@ -726,7 +732,10 @@ class TrackedTicket(BaseModel):
     status: TrackerStatus = TrackerStatus.OPEN
     created_at: datetime
     updated_at: datetime
-    occurrences: int = Field(default=1, ge=1, description="Times discovery found this problem.")
+    occurrences: int = Field(
+        default=1, ge=1, description="How often the newest sighting saw it (e.g. errors in the Log Miner's window)."
+    )
+    sightings: int = Field(default=1, ge=1, description="Discovery runs that found this problem.")
     first_seen: datetime | None = None
     last_seen: datetime | None = None
     sample: str | None = Field(default=None, description="The newest sample of the problem (log line, advisory).")
@@ -746,7 +755,7 @@ class DiscoveredProblem(BaseModel):
     """What a discovery source found: a ticket to create, or to update when its fingerprint is known."""
 
     ticket: Ticket
-    occurrences: int = Field(default=1, ge=1)
+    occurrences: int = Field(default=1, ge=1, description="How often this sighting saw the problem.")
     first_seen: datetime | None = None
     last_seen: datetime | None = None
     sample: str | None = None
@@ -1012,6 +1021,16 @@ class JanitorSurvey(BaseModel):
     kind: Literal["pypi", "npm"] | None = None
     outdated: list[OutdatedPackage] = Field(default_factory=list)
     problem: str | None = Field(default=None, description="Why nothing can be updated (no manifest, install failed).")
+    rejected: list[str] = Field(
+        default_factory=list, description="Listed packages left out: an invalid name or version (why, per entry)."
+    )
+
+
+class JanitorBranch(BaseModel):
+    """The update branch as judged before pushing: its tip (None: absent) and why not to replace it."""
+
+    tip: str | None = None
+    problem: str | None = None
 
 
 class JanitorUpdateRequest(BaseModel):

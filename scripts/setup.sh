@@ -22,7 +22,9 @@ if ! command -v uv >/dev/null; then
     echo "installing uv"
     python3 -m pip install -q uv 2>/dev/null || python3 -m pip install -q --break-system-packages uv
 fi
-uv sync --quiet
+# Compiled once here: with PYTHONDONTWRITEBYTECODE set, every process would otherwise compile litellm and
+# the SDKs from source at each start (seconds per worker or command).
+uv sync --quiet --compile-bytecode
 
 if ! docker info >/dev/null 2>&1; then
     if [ "$(id -u)" != 0 ]; then echo "Docker engine not reachable: start it, or run this as root" >&2; exit 1; fi

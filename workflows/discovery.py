@@ -13,7 +13,7 @@ from datetime import timedelta
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy
-from temporalio.exceptions import ActivityError, ApplicationError, CancelledError
+from temporalio.exceptions import ActivityError, CancelledError
 
 with workflow.unsafe.imports_passed_through():
     from activities.discovery import DiscoveryActivities
@@ -35,7 +35,7 @@ with workflow.unsafe.imports_passed_through():
         RepoInspection,
         SandboxHandle,
     )
-    from workflows.retry import ACTIVITY_RETRY
+    from workflows.retry import ACTIVITY_RETRY, failure_reason
 
 __all__ = ["DISCOVERY_QUEUE", "DiscoveryWorkflow"]
 
@@ -66,25 +66,27 @@ class DiscoveryWorkflow:
             retry_policy=ACTIVITY_RETRY,
             summary="plan: repos and sources",
         )
-        for target in plan.targets:
+        for number, target in enumerate(plan.targets, start=1):
             for source in target.sources:
                 self._phase = f"{target.repo.name}: {source.value}"
-                batch = await self._inspect(target, source)
+                batch = await self._inspect(target, source, number)
                 if batch is not None:
                     await self._file(batch)
         self._phase = "done"
         return self._result
 
-    async def _inspect(self, target: DiscoveryTarget, source: DiscoverySource) -> ProblemBatch | None:
+    async def _inspect(self, target: DiscoveryTarget, source: DiscoverySource, number: int) -> ProblemBatch | None:
         inspection = RepoInspection(target=target, key=self._key(target, source))
         try:
             if source == DiscoverySource.LOGS:
                 return await self._on_discovery(DiscoveryActivities.mine_logs, inspection, "mine logs", 10)
             if source == DiscoverySource.DEPS:
                 return await self._on_discovery(DiscoveryActivities.audit_dependencies, inspection, "audit deps", 15)
-            return await self._coverage(target)
+            return await self._coverage(target, number)
         except ActivityError as err:
-            self._result.warnings.append(f"{target.repo.name}: {source.value} failed: {_reason(err)}")
+            if isinstance(err.cause, CancelledError):
+                raise  # a cancelled run stops here; it is not one source failing
+            self._result.warnings.append(f"{target.repo.name}: {source.value} failed: {failure_reason(err)}")
             return None
 
     async def _on_discovery(self, activity, request, what: str, minutes: int) -> ProblemBatch:  # type: ignore[no-untyped-def]
@@ -99,8 +101,12 @@ class DiscoveryWorkflow:
         )
         return batch
 
-    async def _coverage(self, target: DiscoveryTarget) -> ProblemBatch:
-        """Run the repo's tests with coverage in a sandbox and rank what they leave uncovered."""
+    async def _coverage(self, target: DiscoveryTarget, number: int) -> ProblemBatch:
+        """Run the repo's tests with coverage in a sandbox and rank what they leave uncovered.
+
+        ``number`` (the repo's place in the run) gives each repo its own sandbox: a sandbox whose
+        destruction failed is never reused for the next repo.
+        """
         heartbeat = timedelta(seconds=target.limits.heartbeat_timeout_s)
         sandbox: SandboxHandle = await workflow.execute_activity_method(
             TicketActivities.provision_sandbox,
@@ -109,6 +115,7 @@ class DiscoveryWorkflow:
                 workflow_id=workflow.info().workflow_id,
                 image=target.repo.image,
                 limits=target.limits.sandbox,
+                instance=number,
             ),
             task_queue="execution",
             start_to_close_timeout=timedelta(minutes=3),
@@ -133,8 +140,12 @@ class DiscoveryWorkflow:
                 TicketActivities.clone_repository, CloneRequest(sandbox=sandbox, repo=target.repo), "clone", 300
             )
             if target.repo.install_command:
-                await self._command(on_host, sandbox, target.repo.install_command, "install", target)
+                installed = await self._command(on_host, sandbox, target.repo.install_command, "install", target)
+                if not installed.ok:
+                    return self._coverage_skipped(target, "install", installed)
             command = await self._command(on_host, sandbox, target.coverage_command, "coverage", target)
+            if command.timed_out:
+                return self._coverage_skipped(target, "coverage run", command)
             batch: ProblemBatch = await on_host(
                 DiscoveryActivities.read_coverage,
                 CoverageReportRequest(sandbox=sandbox, target=target, command=command),
@@ -153,9 +164,15 @@ class DiscoveryWorkflow:
             f"bash: {command}",
             timeout_s + 60,
         )
-        if result.timed_out:
-            raise ApplicationError(f"{purpose} timed out after {timeout_s}s", non_retryable=True)
         return result
+
+    def _coverage_skipped(self, target: DiscoveryTarget, step: str, result: CommandResult) -> ProblemBatch:
+        how = f"timed out after {target.limits.test_timeout_s}s" if result.timed_out else f"exit {result.exit_code}"
+        return ProblemBatch(
+            repo=target.repo.name,
+            source=DiscoverySource.COVERAGE,
+            warnings=[f"{target.repo.name}: the {step} in the sandbox failed ({how}); no coverage tickets"],
+        )
 
     async def _destroy(self, sandbox: SandboxHandle, heartbeat: timedelta) -> None:
         # Runs on cancellation too: a cancelled run must not leave its sandbox behind.
@@ -193,8 +210,3 @@ class DiscoveryWorkflow:
     def _key_for(self, repo: str, source: DiscoverySource) -> str:
         info = workflow.info()
         return f"{info.workflow_id}/{info.run_id}/{repo}/{source.value}"
-
-
-def _reason(err: BaseException) -> str:
-    cause = err.cause if isinstance(err, ActivityError) and err.cause is not None else err
-    return str(cause).splitlines()[0][:300] if str(cause) else type(cause).__name__

@@ -18,14 +18,15 @@ from datetime import timedelta
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy
-from temporalio.exceptions import ActivityError, ApplicationError, CancelledError
+from temporalio.exceptions import ActivityError, CancelledError
 
 with workflow.unsafe.imports_passed_through():
-    from activities.janitor import JanitorActivities
+    from activities.janitor import JanitorActivities, sandbox_timeout_s
     from activities.ticket import TicketActivities
     from factory.models import (
         CloneRequest,
         ExportRequest,
+        JanitorBranch,
         JanitorPlan,
         JanitorPublish,
         JanitorRepoResult,
@@ -38,7 +39,7 @@ with workflow.unsafe.imports_passed_through():
         PushRequest,
         SandboxHandle,
     )
-    from workflows.retry import ACTIVITY_RETRY
+    from workflows.retry import ACTIVITY_RETRY, failure_reason
 
 __all__ = ["JanitorWorkflow"]
 
@@ -74,11 +75,12 @@ class JanitorWorkflow:
             retry_policy=ACTIVITY_RETRY,
             summary="resolve the repos to update",
         )
-        for plan in plans:
-            self._results.append(await self._repo(plan))
+        for number, plan in enumerate(plans, start=1):
+            self._results.append(await self._repo(plan, number))
         return JanitorResult(repos=self._results)
 
-    async def _repo(self, plan: JanitorPlan) -> JanitorRepoResult:
+    async def _repo(self, plan: JanitorPlan, number: int) -> JanitorRepoResult:
+        # Each repo gets its own sandbox (instance ``number``): one whose destruction failed is never reused.
         name = plan.repo.name
         self._current = name
         updates: list[JanitorUpdate] = []
@@ -91,6 +93,7 @@ class JanitorWorkflow:
                     workflow_id=workflow.info().workflow_id,
                     image=plan.repo.image,
                     limits=plan.limits.sandbox,
+                    instance=number,
                 ),
                 task_queue=_QUEUE,
                 start_to_close_timeout=timedelta(minutes=3),
@@ -104,15 +107,16 @@ class JanitorWorkflow:
         except ActivityError as err:
             if isinstance(err.cause, CancelledError):
                 raise
-            return self._ended(name, "failed", _failure_reason(err), updates)
+            return self._ended(name, "failed", failure_reason(err), updates)
         finally:
             if sandbox is not None:
                 await self._destroy(plan, sandbox)
 
     async def _work(self, plan: JanitorPlan, sandbox: SandboxHandle, updates: list[JanitorUpdate]) -> JanitorRepoResult:
         name = plan.repo.name
-        # Installing and testing may each take the test time limit.
-        long_s = 2 * plan.limits.test_timeout_s + 120
+        # Installing and testing may each take the test time limit (the script's own limit), plus
+        # two minutes for reading the manifests and writing the logs.
+        long_s = sandbox_timeout_s(plan.limits.test_timeout_s) + 120
         clone = await self._on_host(
             plan,
             sandbox,
@@ -132,7 +136,10 @@ class JanitorWorkflow:
         if survey.problem is not None:
             raise _RepoEnded("nothing_to_update" if survey.kind is None else "failed", survey.problem)
         if not survey.outdated:
-            raise _RepoEnded("nothing_to_update", "every dependency is up to date")
+            reason = "every dependency is up to date"
+            if survey.rejected:
+                reason += f"; {len(survey.rejected)} left out: " + "; ".join(survey.rejected[:5])
+            raise _RepoEnded("nothing_to_update", reason)
 
         for package in survey.outdated[: plan.max_packages]:
             label = f"{package.name} {package.current} → {package.latest}"
@@ -166,7 +173,7 @@ class JanitorWorkflow:
         if not committed:
             raise _RepoEnded("nothing_to_update", f"no update passed ({len(updates)} tried)")
 
-        problem: str | None = await workflow.execute_activity_method(
+        branch: JanitorBranch = await workflow.execute_activity_method(
             JanitorActivities.branch_problem,
             plan,
             task_queue=_QUEUE,
@@ -174,8 +181,8 @@ class JanitorWorkflow:
             retry_policy=ACTIVITY_RETRY,
             summary=f"check {plan.branch} holds only the janitor's commits",
         )
-        if problem is not None:
-            raise _RepoEnded("failed", problem)
+        if branch.problem is not None:
+            raise _RepoEnded("failed", branch.problem)
         export = await self._on_host(
             plan,
             sandbox,
@@ -195,6 +202,8 @@ class JanitorWorkflow:
                 bundle_path=export.bundle_path,
                 base_commit=clone.base_commit,
                 head_commit=export.head_commit,
+                # The tip judged above ("": absent): anything pushed since makes this push fail.
+                expected_remote_sha=branch.tip or "",
             ),
             summary=f"push {plan.branch}",
             timeout_s=600,
@@ -245,20 +254,10 @@ class JanitorWorkflow:
             )
         except ActivityError as err:
             # The reaper removes what is left; the outcome stands.
-            workflow.logger.warning("sandbox %s not destroyed: %s", sandbox.name, _failure_reason(err))
+            workflow.logger.warning("sandbox %s not destroyed: %s", sandbox.name, failure_reason(err))
 
     def _ended(self, repo: str, outcome: str, reason: str, updates: list[JanitorUpdate]) -> JanitorRepoResult:
         workflow.logger.info("janitor %s: %s (%s)", repo, outcome, reason)
         return JanitorRepoResult.model_validate(
             {"repo": repo, "outcome": outcome, "reason": reason, "updates": updates}
         )
-
-
-def _failure_reason(err: BaseException) -> str:
-    """The innermost application error of a failure chain, as one line."""
-    cause: BaseException | None = err
-    while cause is not None and not isinstance(cause, ApplicationError):
-        cause = cause.__cause__ or getattr(cause, "cause", None)
-    if isinstance(cause, ApplicationError):
-        return f"{cause.type}: {cause.message}" if cause.type else cause.message
-    return str(getattr(err, "cause", None) or err)

@@ -22,7 +22,6 @@ from temporalio import workflow
 from temporalio.common import SearchAttributePair, TypedSearchAttributes, WorkflowIDReusePolicy
 from temporalio.exceptions import (
     ActivityError,
-    ApplicationError,
     CancelledError,
     ChildWorkflowError,
     WorkflowAlreadyStartedError,
@@ -49,7 +48,7 @@ with workflow.unsafe.imports_passed_through():
         TicketState,
         workflow_id_for,
     )
-    from workflows.retry import ACTIVITY_RETRY
+    from workflows.retry import ACTIVITY_RETRY, failure_reason
     from workflows.search_attributes import REPO, TICKET_ID, TICKET_PRIORITY, TICKET_STATE, TICKET_TYPE
     from workflows.ticket import TicketWorkflow
 
@@ -63,15 +62,6 @@ def _cancelled(err: BaseException) -> bool:
     return isinstance(err, asyncio.CancelledError | CancelledError) or (
         isinstance(err, ActivityError | ChildWorkflowError) and isinstance(err.cause, CancelledError)
     )
-
-
-def _failure_reason(err: BaseException) -> str:
-    cause: BaseException | None = err
-    while cause is not None and not isinstance(cause, ApplicationError):
-        cause = cause.__cause__ or getattr(cause, "cause", None)
-    if isinstance(cause, ApplicationError):
-        return f"{cause.type}: {cause.message}" if cause.type else cause.message
-    return str(getattr(err, "cause", None) or err)
 
 
 @workflow.defn
@@ -231,7 +221,7 @@ class NightShiftWorkflow:
         except ActivityError as err:
             if _cancelled(err):
                 raise
-            return PreparedTicket(ticket_id=ticket.ticket_id, refused=_failure_reason(err))
+            return PreparedTicket(ticket_id=ticket.ticket_id, refused=failure_reason(err))
         return prepared
 
     def _prefetch(self) -> None:
@@ -309,7 +299,7 @@ class NightShiftWorkflow:
                 if _cancelled(err):
                     state, reason = NightTicketState.CANCELLED, cancelled_reason
                 else:
-                    state, reason = NightTicketState.FAILED, _failure_reason(err)
+                    state, reason = NightTicketState.FAILED, failure_reason(err)
                 outcome = outcome.model_copy(update={"state": state, "reason": reason, "ended_at": now})
         self._budget.finished(ticket_id, outcome.cost_usd)
         self._outcomes[ticket_id] = outcome
@@ -433,7 +423,7 @@ class NightShiftWorkflow:
         except ActivityError as err:
             if _cancelled(err):
                 raise
-            workflow.logger.warning("%s failed: %s", summary, _failure_reason(err))
+            workflow.logger.warning("%s failed: %s", summary, failure_reason(err))
 
 
 def _search_attributes(run: TicketRun) -> TypedSearchAttributes:

@@ -10,8 +10,9 @@ from __future__ import annotations
 from datetime import timedelta
 
 from temporalio.common import RetryPolicy
+from temporalio.exceptions import ApplicationError
 
-__all__ = ["ACTIVITY_RETRY", "PERMANENT_ERRORS"]
+__all__ = ["ACTIVITY_RETRY", "PERMANENT_ERRORS", "failure_reason"]
 
 PERMANENT_ERRORS = [
     "BudgetExhausted",
@@ -39,3 +40,13 @@ ACTIVITY_RETRY = RetryPolicy(
     maximum_attempts=6,
     non_retryable_error_types=PERMANENT_ERRORS,
 )
+
+
+def failure_reason(err: BaseException) -> str:
+    """The innermost application error of a failure chain (activity, child workflow), as one line."""
+    cause: BaseException | None = err
+    while cause is not None and not isinstance(cause, ApplicationError):
+        cause = cause.__cause__ or getattr(cause, "cause", None)
+    if isinstance(cause, ApplicationError):
+        return f"{cause.type}: {cause.message}" if cause.type else cause.message
+    return str(getattr(err, "cause", None) or err)

@@ -14,7 +14,6 @@ from temporalio import workflow
 from temporalio.common import RetryPolicy
 from temporalio.exceptions import (
     ActivityError,
-    ApplicationError,
     CancelledError,
     ChildWorkflowError,
     FailureError,
@@ -51,7 +50,7 @@ with workflow.unsafe.imports_passed_through():
         Verdict,
         branch_name,
     )
-    from workflows.retry import ACTIVITY_RETRY
+    from workflows.retry import ACTIVITY_RETRY, failure_reason
     from workflows.review import GOVERNANCE_QUEUE, ReviewWorkflow
     from workflows.search_attributes import TICKET_STATE
 
@@ -116,7 +115,7 @@ class TicketWorkflow:
             # A cancelled ticket shows up as its in-flight activity's (or review's) cancellation.
             if not isinstance(err.cause, CancelledError):
                 timed_out = isinstance(err.cause, ActivityTimeout) and self._time_left() <= timedelta(0)
-                ending = (TicketState.FAILED, self._time_limit_reason() if timed_out else _failure_reason(err))
+                ending = (TicketState.FAILED, self._time_limit_reason() if timed_out else failure_reason(err))
         except (asyncio.CancelledError, CancelledError):
             pass
         # Clean up before the end state is shown: whoever stops following the ticket at its
@@ -430,7 +429,7 @@ class TicketWorkflow:
                 summary=summary,
             )
         except ActivityError as err:
-            self._log(f"{summary}: not done ({_failure_reason(err)})")
+            self._log(f"{summary}: not done ({failure_reason(err)})")
 
     # -- messages from people -----------------------------------------------------------
 
@@ -567,7 +566,7 @@ class TicketWorkflow:
             )
         except ActivityError as err:
             # The reaper removes what is left; the ticket's outcome stands.
-            workflow.logger.warning("sandbox %s not destroyed: %s", self._sandbox.name, _failure_reason(err))
+            workflow.logger.warning("sandbox %s not destroyed: %s", self._sandbox.name, failure_reason(err))
         self._sandbox = None
 
     def _state(self) -> TicketStatus:
@@ -606,16 +605,6 @@ class TicketWorkflow:
 
     def _result(self, state: TicketState) -> TicketResult:
         return self._state().result(state)
-
-
-def _failure_reason(err: BaseException) -> str:
-    """The innermost application error of a failure chain (activity, child workflow), as one line."""
-    cause: BaseException | None = err
-    while cause is not None and not isinstance(cause, ApplicationError):
-        cause = cause.__cause__ or getattr(cause, "cause", None)
-    if isinstance(cause, ApplicationError):
-        return f"{cause.type}: {cause.message}" if cause.type else cause.message
-    return str(getattr(err, "cause", None) or err)
 
 
 def _test_feedback(run: TicketRun, result: CommandResult, rounds: int) -> str:

@@ -565,6 +565,7 @@ def verify_bundle_and_push(
     work_dir: Path,
     max_bundle_bytes: int = 50_000_000,
     max_file_bytes: int = MAX_FILE_BYTES,
+    expected_remote_sha: str | None = None,
 ) -> bool:
     """Verify the commits a sandbox exported and push them to ``branch``; False if already there.
 
@@ -578,6 +579,10 @@ def verify_bundle_and_push(
     remote value it expects. A non-fast-forward (a new round after review)
     replaces the remote branch only when its tip is not on the default branch,
     i.e. when it was our own earlier push and not merged work.
+
+    ``expected_remote_sha``, when given, is the tip the caller judged earlier (``""``: the
+    branch did not exist): if the remote branch is anywhere else now, the push is refused
+    with :class:`RemoteBranchConflict`, and the lease names that tip.
     """
     ensure_branch_pushable(branch, protected_branches)
     _check_object_id("base_commit", base_commit)
@@ -593,6 +598,8 @@ def verify_bundle_and_push(
             )
         if remote.branch_sha == head_commit:
             return False
+        if expected_remote_sha is not None and (remote.branch_sha or "") != expected_remote_sha:
+            raise RemoteBranchConflict(_moved_message(branch, expected_remote_sha, remote.branch_sha or ""))
         with tempfile.TemporaryDirectory(prefix="verify-", dir=work_dir) as scratch_name:
             scratch = Path(scratch_name)
             incoming = scratch / "incoming.bundle"
@@ -641,6 +648,8 @@ def verify_bundle_and_push(
                 old = _decode(git.run(["rev-parse", "--verify", "refs/factory/remote-branch"], git_dir=repo))
             if old == head_commit:
                 return False
+            if expected_remote_sha is not None and old != expected_remote_sha:
+                raise RemoteBranchConflict(_moved_message(branch, expected_remote_sha, old))
             fast_forward = not old or git.is_ancestor(repo, old, head_commit)
             if not fast_forward and remote.default_ref and git.is_ancestor(repo, old, "refs/factory/default"):
                 raise RemoteBranchConflict(
@@ -655,6 +664,12 @@ def verify_bundle_and_push(
                 what=f"git push {branch} to {_redact(remote_url)}",
             )
     return True
+
+
+def _moved_message(branch: str, expected: str, found: str) -> str:
+    was = expected[:12] if expected else "absent"
+    now = found[:12] if found else "deleted"
+    return f"refusing to push {branch!r}: it moved since it was checked (was {was}, now {now})"
 
 
 # --------------------------------------------------------------------------

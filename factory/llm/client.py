@@ -14,6 +14,7 @@ import json
 import sys
 import time
 import uuid
+from pathlib import Path
 from typing import Any
 
 import structlog
@@ -24,13 +25,15 @@ from factory.llm.budget import cost_of, plan_call
 from factory.llm.tokens import count_prompt_tokens, count_text_tokens
 from factory.models import BudgetCaps, ModelSpec, Spend
 
-__all__ = ["Completion", "complete"]
+__all__ = ["Completion", "complete", "log_scripted_calls_to"]
 
 _log = structlog.get_logger(__name__)
 
 # litellm enforces spec.timeout_s on HTTP providers; this outer limit also bounds a
 # custom provider (the scripted model's delay_s) and anything litellm does around the call.
 _TIMEOUT_GRACE_S = 5.0
+# Where the offline scripted model logs its calls (tests count them); set by the worker.
+_scripted_call_log: Path | None = None
 _MESSAGE_CHARS = 300
 
 
@@ -53,6 +56,16 @@ class Completion(BaseModel):
     def text(self) -> str:
         content = self.message.get("content")
         return content if isinstance(content, str) else ""
+
+
+def log_scripted_calls_to(path: Path | None) -> None:
+    """Have the scripted model append a line per call to ``path``.
+
+    Registering the provider needs litellm, whose import takes seconds: it happens at the
+    first model call, so a worker starts (and takes over a crashed one's work) at once.
+    """
+    global _scripted_call_log
+    _scripted_call_log = path
 
 
 async def complete(
@@ -83,7 +96,7 @@ async def complete(
     if spec.scripted:
         from factory.llm.scripted import register_scripted_provider
 
-        register_scripted_provider()
+        register_scripted_provider(_scripted_call_log)
 
     extra: dict[str, Any] = {"tools": tools, "tool_choice": "auto"} if tools else {}
     started = time.monotonic()

@@ -162,7 +162,7 @@ class LocalTracker:
             return self._write(TrackedTicket(ticket=ticket, created_at=now, updated_at=now))
 
     def record(self, problem: DiscoveredProblem, observation: str) -> DiscoveryRecord:
-        """Create the ticket, or count one more occurrence on the one with its fingerprint (reopening it if closed).
+        """Create the ticket, or update the one with its fingerprint (reopening it if closed).
 
         ``observation`` names this sighting (the discovery run and the problem); recording it
         twice changes nothing, so a retried activity never double-counts.
@@ -189,15 +189,20 @@ class LocalTracker:
             if observation in existing.observations:
                 return _record(existing, DiscoveryAction.UNCHANGED)
             reopen = existing.status == TrackerStatus.CLOSED
-            # The newest evidence replaces the old; what people added (labels, approval, comments) stays.
-            labels = list(dict.fromkeys([*existing.ticket.labels, *ticket.labels]))
+            # The newest evidence replaces the old; what people set (labels, approval, comments) stays.
+            # Labels are discovery's only when the ticket opens again: a label a person or the night
+            # shift removed (ready-for-robot once a PR is open) is not put back by the next sighting.
+            labels = list(dict.fromkeys([*existing.ticket.labels, *(ticket.labels if reopen else [])]))
             refreshed = ticket.model_copy(update={"id": existing.id, "labels": labels})
             updated = existing.model_copy(
                 update={
                     "ticket": refreshed,
                     "status": TrackerStatus.OPEN,
                     "updated_at": now,
-                    "occurrences": existing.occurrences + problem.occurrences,
+                    # Sources re-read what they saw before (log files grow), so the newest count
+                    # replaces the old one rather than adding to it; sightings count the runs.
+                    "occurrences": problem.occurrences,
+                    "sightings": existing.sightings + 1,
                     "first_seen": min(filter(None, [existing.first_seen, problem.first_seen]), default=now),
                     "last_seen": max(filter(None, [existing.last_seen, problem.last_seen, now])),
                     "sample": problem.sample or existing.sample,

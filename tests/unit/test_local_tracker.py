@@ -46,7 +46,8 @@ def _problem(
 
 
 def test_the_same_problem_found_again_updates_the_ticket_instead_of_creating_a_second(tmp_path: Path) -> None:
-    """A second sighting adds its occurrences, moves last_seen and keeps the newest sample; still one ticket."""
+    """A second sighting replaces the occurrence count, counts the sighting, moves last_seen, keeps the newest
+    sample; still one ticket."""
     tracker = LocalTracker(tmp_path)
     first = tracker.record(_problem(occurrences=3, sample="old trace"), "run-1:fp-1")
     later = T0 + timedelta(days=1)
@@ -59,7 +60,7 @@ def test_the_same_problem_found_again_updates_the_ticket_instead_of_creating_a_s
     tickets = tracker.list()
     assert len(tickets) == 1
     tracked = tickets[0]
-    assert tracked.occurrences == 5
+    assert (tracked.occurrences, tracked.sightings) == (2, 2)
     assert tracked.first_seen == T0
     assert tracked.last_seen is not None and tracked.last_seen >= later
     assert tracked.sample == "new trace"
@@ -74,7 +75,7 @@ def test_recording_the_same_sighting_twice_counts_it_once(tmp_path: Path) -> Non
 
     assert again.action == DiscoveryAction.UNCHANGED
     tracked = tracker.get("LOG-fp-1")
-    assert tracked is not None and tracked.occurrences == 4
+    assert tracked is not None and (tracked.occurrences, tracked.sightings) == (4, 1)
 
 
 def test_a_closed_ticket_that_recurs_is_reopened_not_duplicated(tmp_path: Path) -> None:
@@ -155,7 +156,7 @@ def _record_many(root: str, worker: int) -> None:
 
 
 def test_several_processes_recording_at_once_lose_no_update(tmp_path: Path) -> None:
-    """Four processes record 20 sightings each of one problem: one ticket, 80 occurrences."""
+    """Four processes record 20 sightings each of one problem: one ticket, 80 sightings."""
     ctx = multiprocessing.get_context("fork")
     procs = [ctx.Process(target=_record_many, args=(str(tmp_path), n)) for n in range(4)]
     for proc in procs:
@@ -165,4 +166,20 @@ def test_several_processes_recording_at_once_lose_no_update(tmp_path: Path) -> N
         assert proc.exitcode == 0
 
     [tracked] = LocalTracker(tmp_path).list()
-    assert tracked.occurrences == 80
+    assert tracked.sightings == 80
+
+
+def test_a_label_taken_off_is_not_put_back_by_the_next_sighting_but_a_reopening_restores_it(tmp_path: Path) -> None:
+    """Once ready-for-robot is swapped for pr-open, sightings keep it off; a recurrence after closing adds it back."""
+    tracker = LocalTracker(tmp_path)
+    tracker.record(_problem(), "run-1:fp-1")
+    tracker.label("LOG-fp-1", add=["pr-open"], remove=[READY_LABEL])
+
+    tracker.record(_problem(), "run-2:fp-1")
+    tracked = tracker.get("LOG-fp-1")
+    assert tracked is not None and tracked.ticket.labels == ["pr-open"]
+
+    tracker.set_status("LOG-fp-1", TrackerStatus.CLOSED)
+    tracker.record(_problem(), "run-3:fp-1")
+    tracked = tracker.get("LOG-fp-1")
+    assert tracked is not None and set(tracked.ticket.labels) == {"pr-open", READY_LABEL}

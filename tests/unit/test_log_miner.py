@@ -313,7 +313,8 @@ def test_same_problem_found_again_updates_its_ticket(tmp_path: Path) -> None:
     tracker = LocalTracker(tmp_path / "tickets")
     assert tracker.record(first[0], "run-1").action == DiscoveryAction.CREATED
     assert tracker.record(second[0], "run-2").action == DiscoveryAction.UPDATED
-    assert len(tracker.list()) == 1 and tracker.list()[0].occurrences == 7
+    [tracked] = tracker.list()
+    assert (tracked.occurrences, tracked.sightings) == (4, 2)  # the newest window's count; two sightings
 
 
 # ---------------------------------------------------------------------------------- the command line

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 import docker
+import pytest
+from temporalio.client import WorkflowFailureError
+from temporalio.exceptions import CancelledError
 from temporalio.testing import WorkflowEnvironment
 
 from factory.config import Settings
@@ -50,7 +54,7 @@ async def test_discovery_files_one_ticket_per_problem_and_updates_them_on_the_ne
     time_skipping_env: WorkflowEnvironment, tmp_path: Path, docker_client: docker.DockerClient
 ) -> None:
     """Two runs over the same repo: the first creates a log, a coverage and a dependency ticket; the second
-    updates those same tickets (the log ticket's occurrences double) and creates none; no sandbox is left."""
+    updates those same tickets (counted as a second sighting) and creates none; no sandbox is left."""
     registry = RegistryServer()
     try:
         settings = shop_settings(tmp_path, registry)
@@ -76,7 +80,9 @@ async def test_discovery_files_one_ticket_per_problem_and_updates_them_on_the_ne
     assert log_ticket.ticket.type == "bug"
     assert "ZeroDivisionError" in log_ticket.ticket.context.error_logs
     assert any(path.endswith("shop/pricing.py") for path in log_ticket.ticket.context.filepaths)
-    assert log_ticket.occurrences == 2 * after_first[log_ticket.id].occurrences == 24
+    # The same log files read twice: the count is the window's (not doubled), the sightings are two.
+    assert log_ticket.occurrences == after_first[log_ticket.id].occurrences == 12
+    assert log_ticket.sightings == 2
 
     coverage_ticket = by_source["coverage-analyst"]
     assert coverage_ticket.ticket.type == "chore"
@@ -111,3 +117,60 @@ async def test_an_unreachable_registry_is_a_warning_and_files_no_dependency_tick
     assert result.records == []
     assert result.warnings and any("requests" in w or "registry" in w.lower() for w in result.warnings)
     assert LocalTracker(settings.tickets_root).list() == []
+
+
+def slow_shop_settings(tmp_path: Path, registry: RegistryServer, test_timeout_s: int) -> Settings:
+    settings = shop_settings(tmp_path, registry)
+    shop = settings.repos["shop"].model_copy(update={"install_command": "sleep 45"})
+    limits = settings.limits.model_copy(update={"test_timeout_s": test_timeout_s})
+    return settings.model_copy(update={"repos": {**settings.repos, "shop": shop}, "limits": limits})
+
+
+async def test_a_coverage_run_past_its_time_limit_is_a_warning_and_the_other_sources_still_file(
+    time_skipping_env: WorkflowEnvironment, tmp_path: Path, docker_client: docker.DockerClient
+) -> None:
+    """A sandbox step hanging past the limit: the coverage source warns, log and dependency tickets are still filed."""
+    registry = RegistryServer()
+    try:
+        settings = slow_shop_settings(tmp_path, registry, test_timeout_s=3)
+        async with running_workers(time_skipping_env.client, settings):
+            result = await discover(time_skipping_env, settings, "discovery-test-slow")
+    finally:
+        registry.stop()
+
+    assert any("install in the sandbox failed (timed out after 3s)" in w for w in result.warnings), result.warnings
+    sources = {t.ticket.source for t in LocalTracker(settings.tickets_root).list()}
+    assert sources == {"log-miner", "dependency-watchdog"}
+    assert managed_containers(docker_client, "discovery-test-slow") == []
+
+
+async def test_cancelling_a_discovery_run_stops_it_and_destroys_its_sandbox(
+    time_skipping_env: WorkflowEnvironment, tmp_path: Path, docker_client: docker.DockerClient
+) -> None:
+    """Cancelled while the coverage sandbox works: the run ends cancelled, not with a warning; no sandbox left."""
+    registry = RegistryServer()
+    try:
+        settings = slow_shop_settings(tmp_path, registry, test_timeout_s=120)
+        client = time_skipping_env.client
+        async with running_workers(client, settings):
+            handle = await client.start_workflow(
+                DiscoveryWorkflow.run,
+                DiscoveryRequest(repos=["shop"], only=[DiscoverySource.COVERAGE, DiscoverySource.DEPS]),
+                id="discovery-test-cancel",
+                task_queue=DISCOVERY_QUEUE,
+            )
+            for _ in range(1200):  # up to two minutes on a loaded machine
+                if managed_containers(docker_client, "discovery-test-cancel"):
+                    break
+                await asyncio.sleep(0.1)
+            assert managed_containers(docker_client, "discovery-test-cancel"), "the coverage sandbox never started"
+            await asyncio.sleep(1)
+            await handle.cancel()
+            with pytest.raises(WorkflowFailureError) as failure:
+                await handle.result()
+    finally:
+        registry.stop()
+
+    assert isinstance(failure.value.cause, CancelledError)
+    assert LocalTracker(settings.tickets_root).list() == []  # the dependency audit after it never ran
+    assert managed_containers(docker_client, "discovery-test-cancel") == []
