@@ -16,7 +16,7 @@ from typing import Any
 import structlog
 from temporalio import activity
 
-from activities.ticket import boundary, in_thread
+from activities.ticket import boundary, heartbeating, in_thread
 from factory.config import Settings
 from factory.errors import BudgetExhausted
 from factory.forge import ReviewComment, forge_for
@@ -125,13 +125,18 @@ class GovernanceActivities:
         style = snapshot.documents.get(policy.style_guide) if policy.style_guide else None
         architecture = "\n\n".join(snapshot.documents[p] for p in policy.architecture_docs if p in snapshot.documents)
         try:
-            findings, usage, summary = await llm_critique(
-                request.model,
-                request.caps,
-                request.spent,
-                change,
-                style_guide=style,
-                architecture=architecture or None,
+            # A model call takes seconds to minutes: heartbeat meanwhile, or the heartbeat timeout
+            # fails the activity and a retry pays for the same critique twice.
+            findings, usage, summary = await heartbeating(
+                llm_critique(
+                    request.model,
+                    request.caps,
+                    request.spent,
+                    change,
+                    style_guide=style,
+                    architecture=architecture or None,
+                ),
+                f"waiting for {request.model.name}",
             )
         except BudgetExhausted as exc:
             return ReviewPart(checks_run=["llm-review"], usage=Spend(), budget_exhausted=str(exc))

@@ -55,7 +55,7 @@ from factory.models import (
 )
 from factory.sandbox import DockerSandboxes, Workspace, chown_tree_to_sandbox
 
-__all__ = ["TicketActivities", "host_queue"]
+__all__ = ["TicketActivities", "boundary", "heartbeating", "host_queue", "in_thread", "timed"]
 
 log = structlog.get_logger()
 P = ParamSpec("P")
@@ -128,6 +128,23 @@ def heartbeat_interval() -> float:
     if timeout is None or timeout.total_seconds() <= 0:
         return _HEARTBEAT_EVERY_S
     return min(_HEARTBEAT_EVERY_S, timeout.total_seconds() / 3)
+
+
+async def heartbeating(work: Awaitable[R], detail: str | None = None) -> R:
+    """Await ``work`` (a model call, say) while heartbeating; cancelling the activity cancels it."""
+    task = asyncio.ensure_future(work)
+    every = heartbeat_interval()
+    try:
+        while True:
+            done, _ = await asyncio.wait({task}, timeout=every)
+            if done:
+                return task.result()
+            if detail is None:
+                activity.heartbeat()
+            else:
+                activity.heartbeat(detail)
+    finally:
+        task.cancel()
 
 
 async def in_thread(fn: Callable[..., R], *args: Any, **kwargs: Any) -> R:
@@ -231,19 +248,13 @@ class TicketActivities:
     @timed("model")
     async def model_step(self, request: ModelStepRequest) -> ModelStepResult:
         workspace = self._workspace(request.sandbox)
-        call = asyncio.ensure_future(
-            agent_step.model_step(workspace, request.model, request.caps, request.spent, request.step)
-        )
         try:
-            while True:
-                done, _ = await asyncio.wait({call}, timeout=heartbeat_interval())
-                if done:
-                    return call.result()
-                activity.heartbeat(f"waiting for {request.model.name}")
+            return await heartbeating(
+                agent_step.model_step(workspace, request.model, request.caps, request.spent, request.step),
+                f"waiting for {request.model.name}",
+            )
         except BudgetExhausted as exc:
             return ModelStepResult(step=request.step, usage=Spend(), budget_exhausted=str(exc))
-        finally:
-            call.cancel()
 
     @activity.defn
     @boundary

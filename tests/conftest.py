@@ -16,7 +16,7 @@ from typing import Any
 import docker
 import pytest
 import pytest_asyncio
-from temporalio.client import Client
+from temporalio.client import Client, WorkflowHandle
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 
@@ -135,3 +135,17 @@ def copy_playbook(name: str, ticket_id: str, directory: Path) -> Path:
         source = FIXTURES / "playbooks" / f"{name}.yaml"
     shutil.copy(source, target)
     return target
+
+
+async def settled(handle: WorkflowHandle[Any, Any]) -> Any:
+    """The workflow's result (or its failure), however long it takes to come.
+
+    The time-skipping test server ends a long poll for a result after about 20 s without an
+    answer ("No completion event found"): ask again.
+    """
+    while True:
+        try:
+            return await handle.result()
+        except RuntimeError as exc:
+            if "No completion event" not in str(exc):
+                raise

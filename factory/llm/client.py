@@ -66,6 +66,10 @@ def log_scripted_calls_to(path: Path | None) -> None:
     """
     global _scripted_call_log
     _scripted_call_log = path
+    if "factory.llm.scripted" in sys.modules:  # already registered in this process: point it there now
+        from factory.llm.scripted import register_scripted_provider
+
+        register_scripted_provider(path)
 
 
 async def complete(
@@ -96,7 +100,7 @@ async def complete(
     if spec.scripted:
         from factory.llm.scripted import register_scripted_provider
 
-        register_scripted_provider(_scripted_call_log)
+        register_scripted_provider(_scripted_call_log, replace_log=False)
 
     extra: dict[str, Any] = {"tools": tools, "tool_choice": "auto"} if tools else {}
     started = time.monotonic()

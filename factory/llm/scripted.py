@@ -176,16 +176,17 @@ def _role(message: Any) -> Any:
     return message.get("role") if isinstance(message, dict) else getattr(message, "role", None)
 
 
-def register_scripted_provider(call_log: Path | None = None) -> ScriptedModel:
+def register_scripted_provider(call_log: Path | None = None, *, replace_log: bool = True) -> ScriptedModel:
     """Make ``scripted/*`` models callable through litellm; safe to call any number of times.
 
-    ``call_log``, when given, replaces the log path of the registered provider; ``None``
-    leaves it as it is (set ``handler.call_log = None`` to stop logging).
+    ``call_log``, when given, replaces the log path of the registered provider (unless
+    ``replace_log`` is false: then it is only the path of a provider registered now);
+    ``None`` leaves it as it is (set ``handler.call_log = None`` to stop logging).
     """
     for item in litellm.custom_provider_map:
         handler = item["custom_handler"]
         if item["provider"] == PROVIDER and isinstance(handler, ScriptedModel):
-            if call_log is not None:
+            if call_log is not None and replace_log:
                 handler.call_log = call_log
             return handler
     handler = ScriptedModel(call_log)

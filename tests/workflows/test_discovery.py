@@ -14,7 +14,7 @@ from temporalio.testing import WorkflowEnvironment
 from factory.config import Settings
 from factory.models import READY_LABEL, DiscoveryAction, DiscoveryRequest, DiscoveryResult, DiscoverySource
 from factory.trackers import LocalTracker
-from tests.conftest import FIXTURES, make_settings, managed_containers
+from tests.conftest import FIXTURES, make_settings, managed_containers, settled
 from tests.unit.test_hallucination import RegistryServer
 from tests.workflows.test_ticket_workflow import running_workers
 from workflows.discovery import DISCOVERY_QUEUE, DiscoveryWorkflow
@@ -167,7 +167,7 @@ async def test_cancelling_a_discovery_run_stops_it_and_destroys_its_sandbox(
             await asyncio.sleep(1)
             await handle.cancel()
             with pytest.raises(WorkflowFailureError) as failure:
-                await handle.result()
+                await settled(handle)
     finally:
         registry.stop()
 

@@ -35,7 +35,7 @@ from factory.runs import resolve_ticket_run
 from factory.sandbox import LABEL_INSTANCE, LABEL_TICKET, DockerSandboxes
 from factory.trackers import LocalTracker
 from starter import submit_ticket
-from tests.conftest import EXAMPLE_PLAYBOOK, copy_playbook, make_settings, model_calls
+from tests.conftest import EXAMPLE_PLAYBOOK, copy_playbook, make_settings, model_calls, settled
 from tests.workflows.test_ticket_workflow import example_ticket, running_workers, wait_until
 from workflows.night_shift import NightShiftWorkflow
 
@@ -89,15 +89,8 @@ async def start_night(client: Client, request: NightShiftRequest | None = None) 
 
 
 async def night_result(client: Client, workflow_id: str) -> NightReport:
-    handle = client.get_workflow_handle(workflow_id, result_type=NightReport)
-    while True:
-        try:
-            report: NightReport = await handle.result()
-            return report
-        except RuntimeError as exc:
-            # The test server ends a long poll for the result after ~20 s without an answer: ask again.
-            if "No completion event" not in str(exc):
-                raise
+    report: NightReport = await settled(client.get_workflow_handle(workflow_id, result_type=NightReport))
+    return report
 
 
 def by_id(report: NightReport) -> dict[str, NightTicketOutcome]:
@@ -217,7 +210,7 @@ async def test_cancelling_the_night_cancels_its_tickets_destroys_their_sandboxes
         await wait_until(lambda: len(model_calls(settings)) >= 6, 40)
         await night.cancel()
         with pytest.raises(WorkflowFailureError):
-            await night.result()
+            await settled(night)
         assert (await night.describe()).status == WorkflowExecutionStatus.CANCELED
         for t in (first, second):
             child = await client.get_workflow_handle(workflow_id_for(t.id)).describe()
@@ -226,7 +219,7 @@ async def test_cancelling_the_night_cancels_its_tickets_destroys_their_sandboxes
         assert (await hand.describe()).status == WorkflowExecutionStatus.RUNNING
         await hand.cancel()
         with pytest.raises(WorkflowFailureError):
-            await hand.result()
+            await settled(hand)
 
     workflows_alive = {c.labels.get("factory.workflow") for c in sandboxes.list_managed()}
     assert workflow_id_for(first.id) not in workflows_alive and workflow_id_for(second.id) not in workflows_alive
@@ -267,7 +260,7 @@ async def test_night_cost_cap_defers_what_cannot_fit_and_holds_back_what_must_wa
         assert (await listening.describe()).status == WorkflowExecutionStatus.RUNNING
         for t in (a, b):
             await client.get_workflow_handle(workflow_id_for(t.id)).signal("pull_request_closed")
-            await client.get_workflow_handle(workflow_id_for(t.id)).result()
+            await settled(client.get_workflow_handle(workflow_id_for(t.id)))
 
     assert outcomes[bug.id].state == NightTicketState.DEFERRED
     assert "does not fit" in outcomes[bug.id].reason
@@ -300,7 +293,7 @@ async def test_a_large_batch_continues_as_new_and_a_ticket_that_already_ran_is_n
     async with running_workers(client, settings):
         earlier = await submit_ticket(client, resolve_ticket_run(ran, settings), search_attributes=False)
         ran_handle = client.get_workflow_handle(earlier.workflow_id)
-        await ran_handle.result()
+        await settled(ran_handle)
         ran_run_id = (await ran_handle.describe()).run_id
         night_id = await start_night(client, NightShiftRequest(tickets_per_run=2, ticket_search_attributes=False))
         first_run = await client.get_workflow_handle(night_id).describe()
