@@ -20,7 +20,6 @@ import hashlib
 import json
 import os
 import re
-import stat
 import tomllib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -46,6 +45,7 @@ from factory.governance.registry import (
     canonical_pypi_name,
 )
 from factory.models import READY_LABEL, DiscoveredProblem, Priority, Ticket, TicketContext, TicketType
+from factory.untrusted import FileRefused, read_untrusted_text
 
 __all__ = [
     "SOURCE",
@@ -135,14 +135,9 @@ def _manifest_files(root: Path) -> Iterator[Path]:
 
 def _read_text(path: Path) -> str | None:
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
-    except OSError:
-        return None
-    with os.fdopen(fd, "rb") as handle:
-        info = os.fstat(handle.fileno())
-        if not stat.S_ISREG(info.st_mode) or info.st_size > _MAX_FILE_BYTES:
-            return None
-        return handle.read().decode("utf-8", errors="replace")
+        return read_untrusted_text(path, _MAX_FILE_BYTES)
+    except FileRefused:
+        return None  # a link, a FIFO or an oversized file is not a manifest worth reading
 
 
 def _parse_file(relative: str, text: str) -> list[DeclaredDependency]:

@@ -7,8 +7,6 @@ updates its ticket instead of opening a second one.
 
 from __future__ import annotations
 
-import os
-import stat
 import tempfile
 from collections.abc import Sequence
 from datetime import datetime
@@ -18,7 +16,7 @@ from factory.config import Settings
 from factory.discovery.coverage import coverage_command, coverage_problems, parse_coverage
 from factory.discovery.deps import audit_dependencies, read_manifests
 from factory.discovery.logs import mine_problems, read_events
-from factory.errors import FactoryError, RegistryUnreachable
+from factory.errors import RegistryUnreachable
 from factory.forge.gitops import clone_for_reading
 from factory.governance.registry import registry_client
 from factory.models import (
@@ -31,6 +29,7 @@ from factory.models import (
 )
 from factory.runs import repo_spec
 from factory.trackers import Tracker
+from factory.untrusted import read_untrusted_text
 
 __all__ = [
     "COVERAGE_REPORT",
@@ -125,7 +124,7 @@ def read_coverage_report(
     size-checked before it is parsed.
     """
     batch = ProblemBatch(repo=target.repo.name, source=DiscoverySource.COVERAGE)
-    text = _read_sandbox_file(out_dir / COVERAGE_REPORT)
+    text = read_untrusted_text(out_dir / COVERAGE_REPORT, _MAX_REPORT_BYTES)
     if text is None:
         batch.warnings.append(f"{target.repo.name}: the coverage run left no {COVERAGE_REPORT}; no coverage tickets")
         return batch
@@ -139,22 +138,6 @@ def read_coverage_report(
         modules, repo=target.repo.name, config=settings.coverage, recently_changed=recently_changed
     )
     return batch
-
-
-def _read_sandbox_file(path: Path) -> str | None:
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
-    except FileNotFoundError:
-        return None
-    except OSError as exc:
-        raise FactoryError(f"refusing {path.name} from the sandbox: {exc.strerror}") from exc
-    with os.fdopen(fd, "rb") as handle:
-        info = os.fstat(handle.fileno())
-        if not stat.S_ISREG(info.st_mode):
-            raise FactoryError(f"refusing {path.name} from the sandbox: not a regular file")
-        if info.st_size > _MAX_REPORT_BYTES:
-            raise FactoryError(f"refusing {path.name} from the sandbox: {info.st_size} bytes is too large")
-        return handle.read(_MAX_REPORT_BYTES + 1).decode("utf-8", errors="replace")
 
 
 def file_batch(tracker: Tracker, batch: ProblemBatch, key: str) -> list[DiscoveryRecord]:
