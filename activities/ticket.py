@@ -13,6 +13,7 @@ cancelled ticket stops waiting at once.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import functools
 import json
 import os
@@ -20,6 +21,7 @@ import shutil
 import stat
 import time
 from collections.abc import Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, ParamSpec, TypeVar
 
@@ -147,9 +149,16 @@ async def heartbeating(work: Awaitable[R], detail: str | None = None) -> R:
         task.cancel()
 
 
+# Blocking activity work (Docker calls, sandbox commands, git) waits in these threads. The
+# event loop's default pool has only cores + 4 threads, fewer than five tickets' concurrent
+# sandbox commands and Docker calls need: work would queue behind a running test suite.
+_BLOCKING = ThreadPoolExecutor(max_workers=64, thread_name_prefix="factory-blocking")
+
+
 async def in_thread(fn: Callable[..., R], *args: Any, **kwargs: Any) -> R:
     """Run blocking work in a thread, heartbeating until it ends."""
-    task = asyncio.ensure_future(asyncio.to_thread(fn, *args, **kwargs))
+    call = functools.partial(contextvars.copy_context().run, fn, *args, **kwargs)
+    task = asyncio.ensure_future(asyncio.get_running_loop().run_in_executor(_BLOCKING, call))
     every = heartbeat_interval()
     while True:
         done, _ = await asyncio.wait({task}, timeout=every)

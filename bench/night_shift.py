@@ -3,8 +3,10 @@
 Runs on a fresh dev server with in-process workers, the offline scripted model, real
 Docker sandboxes and real git, in one temporary factory: first a night with one
 approved copy of the example ticket, then a night with N copies. Meanwhile a thread
-polls Docker for this installation's sandboxes (containers labelled
-``factory.instance=<installation>`` and ``factory.ticket``) and keeps the peak.
+follows Docker's events for this installation's sandboxes (containers labelled
+``factory.instance=<installation>`` and ``factory.ticket``) and keeps the peak alive, and
+/proc/stat says how busy the CPUs were (a night at 100 % is CPU-bound: the ratio then
+depends on the cores, not on the scheduling).
 
     uv run python bench/night_shift.py [--tickets 20] [--max-concurrent 5] [--model-latency 0]
 
@@ -19,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import statistics
 import sys
 import tempfile
@@ -27,6 +30,7 @@ import time
 import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -48,31 +52,59 @@ from workflows.search_attributes import ALL_KEYS  # noqa: E402
 
 
 class SandboxSampler:
-    """Counts this installation's live sandboxes every 0.2 s in a thread; keeps the peak."""
+    """Counts this installation's live sandboxes from Docker's event stream; keeps the peak.
+
+    Every container start and death of a sandbox (label ``factory.instance=<installation>``
+    and ``factory.ticket``) arrives as an event, so a peak between two polls cannot be
+    missed, and the counting costs next to no CPU. Also measures how busy the machine's
+    CPUs were meanwhile (from /proc/stat), which says whether the run was CPU-bound.
+    """
 
     def __init__(self, settings: Settings) -> None:
         self.instance = DockerSandboxes(settings.workspaces_root).instance_id
         self.client = docker.from_env()
         self.peak = 0
-        self.samples = 0
-        self._stop = threading.Event()
+        self.events = 0
+        self.cpu_busy = 0.0
+        self._alive: set[str] = set()
+        self._stream: Any = None
         self._thread = threading.Thread(target=self._run, daemon=True)
+        self._cpu_start = _cpu_times()
 
     def _run(self) -> None:
-        labels = [f"{LABEL_INSTANCE}={self.instance}", LABEL_TICKET]
-        while not self._stop.is_set():
-            alive = len(self.client.api.containers(all=True, filters={"label": labels}))
-            self.peak = max(self.peak, alive)
-            self.samples += 1
-            self._stop.wait(0.2)
+        for event in self._stream:
+            action = event.get("Action") or event.get("status")
+            container = event.get("id") or ""
+            if action == "start":
+                self._alive.add(container)
+            elif action == "die":
+                self._alive.discard(container)
+            else:
+                continue
+            self.events += 1
+            self.peak = max(self.peak, len(self._alive))
 
     def __enter__(self) -> SandboxSampler:
+        labels = [f"{LABEL_INSTANCE}={self.instance}", LABEL_TICKET]
+        self._stream = self.client.events(
+            decode=True, filters={"type": "container", "event": ["start", "die"], "label": labels}
+        )
+        self._cpu_start = _cpu_times()
         self._thread.start()
         return self
 
     def __exit__(self, *_: object) -> None:
-        self._stop.set()
-        self._thread.join()
+        busy, total = (end - start for end, start in zip(_cpu_times(), self._cpu_start, strict=True))
+        self.cpu_busy = busy / total if total else 0.0
+        self._stream.close()
+        self._thread.join(timeout=5)
+
+
+def _cpu_times() -> tuple[int, int]:
+    """(busy, total) jiffies over all CPUs since boot."""
+    fields = [int(value) for value in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    idle = fields[3] + fields[4]  # idle + iowait
+    return sum(fields) - idle, sum(fields)
 
 
 def file_tickets(settings: Settings, playbooks: Path, count: int, latency_s: float) -> list[str]:
@@ -136,8 +168,12 @@ async def bench(tickets: int, max_concurrent: int, latency_s: float, workdir: Pa
     durations = [o.duration_s for o in report.outcomes if o.duration_s is not None]
     ratio = night_wall / one_wall
     print(f"scripted model, model latency {latency_s:g} s per step, governance off, {max_concurrent} at a time")
-    print(f"one ticket alone (a night of 1):       {one_wall:7.1f} s   (peak sandboxes {alone.peak})")
-    print(f"{tickets}-ticket night:                      {night_wall:7.1f} s")
+    cores = os.cpu_count() or 1
+    print(
+        f"one ticket alone (a night of 1):       {one_wall:7.1f} s   (peak sandboxes {alone.peak}; "
+        f"CPUs {alone.cpu_busy:.0%} busy of {cores})"
+    )
+    print(f"{tickets}-ticket night:                      {night_wall:7.1f} s   (CPUs {sampler.cpu_busy:.0%} busy)")
     ideal = tickets / max_concurrent
     print(f"ratio:                                 {ratio:7.2f} x   (target <= 4.5 x; ideal {ideal:g} x)")
     print(
@@ -146,7 +182,7 @@ async def bench(tickets: int, max_concurrent: int, latency_s: float, workdir: Pa
     )
     print(
         f"peak sandboxes alive:                  {sampler.peak}   (limit {max_concurrent}; "
-        f"{sampler.samples} Docker samples); the night's own peak of running tickets: {report.peak_running}"
+        f"{sampler.events} Docker start/die events); the night's own peak of running tickets: {report.peak_running}"
     )
 
 
