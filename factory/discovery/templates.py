@@ -4,8 +4,10 @@ Three steps, each general rather than tuned to one system's logs:
 
 1. **Token classes.** A line is split on white space; each token's variable part becomes
    ``<*>``: anything with a digit (numbers, ids, IPs, hex, timestamps, versions, block ids
-   like ``blk_-123``), paths, URLs, e-mail addresses, UUIDs, long hex strings, and the value
-   of ``key=value``. Punctuation around a token is kept (``(42)`` becomes ``(<*>)``).
+   like ``blk_-123``), paths, URLs, e-mail addresses, host names (``db1.prod.example.com``,
+   with or without a port), UUIDs, long hex strings, and the value of ``key=value``. A unit
+   after a number is part of the value (``5.2 KB``, ``30 ms``). Punctuation around a token is
+   kept (``(42)`` becomes ``(<*>)``).
 2. **Frequent tokens are the template.** Lines of one length are compared position by
    position: the words a statement prints every time occur as often as the statement,
    more often than the values it interpolates. In each line the tokens at least as
@@ -13,12 +15,14 @@ Three steps, each general rather than tuned to one system's logs:
    ones are treated as variables.
 3. **Recurring words split, rare ones are variables.** Within one pattern a position whose
    words recur (every line carries one of a few words, e.g. ``boot``/``wait``/``halt``) holds
-   the words of as many statements; a position where lines mostly carry words seen once, or
-   many distinct words, or words other statements print too (user and host names), is a
-   variable. In batch mode each position is judged on all lines, fewest-valued first, within
-   the lines agreeing on the constants already found; online, a position with at most three
-   words so far splits. Groups whose templates only differ by how many ``<*>`` stand in a
-   row are one group (a variable may span tokens).
+   the words of as many statements, and so does one holding only upper-case words (``NEW``,
+   ``RUNNING``: an enumeration's values, even if each is seen once); a position holding words
+   other statements print too (user and host names), or where lines mostly carry words seen
+   once, or many distinct words, is a variable. In batch mode each position is judged on all
+   lines, fewest-valued first, within the lines agreeing on the constants already found;
+   online, a position with at most three words so far splits. Groups whose templates only
+   differ by how many values stand in a row are one group (a variable may span tokens:
+   ``1190 bytes (1.16 KB)`` and ``0 bytes``).
 
 ``TemplateMiner.add`` works online (the statistics grow as lines arrive and groups may
 merge later: ``group_of`` follows them). ``prime`` with the whole input first, as
@@ -31,6 +35,7 @@ from __future__ import annotations
 import re
 from collections import Counter
 from collections.abc import Iterable, Sequence
+from itertools import chain, repeat
 
 __all__ = ["WILDCARD", "TemplateMiner", "cluster_lines", "grouping_accuracy", "mask_tokens"]
 
@@ -49,62 +54,113 @@ _URL = re.compile(r"^[a-zA-Z][a-zA-Z0-9+.\-]*://")
 _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[A-Za-z]{2,}$")
 _HEX = re.compile(r"^(0x)?[0-9a-fA-F]{8,}$")
 _WINDOWS_PATH = re.compile(r"^[A-Za-z]:\\")
+# A host name (db1.prod.example.com): lower-case labels, at least three.
+_HOST_NAME = re.compile(r"^[a-z][a-z0-9\-]*(\.[a-z0-9\-]+){2,}:?$")
+# Windows paths, URLs, e-mail addresses, long hex strings and host names, in one pass.
+_OTHER_VARIABLE = re.compile(
+    "|".join(f"(?:{pattern.pattern})" for pattern in (_WINDOWS_PATH, _URL, _EMAIL, _HEX, _HOST_NAME))
+)
+# An upper-case word (with _ or -): an enumeration's value, which statements spell out as constants.
+_ENUM_WORD = re.compile(r"^[(\[]?[A-Z][A-Z_\-]+[)\],.:;]?$")
+# A unit printed after a number belongs to the value ("5.2 KB", "30 ms"): joined to it before
+# masking. The unit tokens, as spelled in logs, with the punctuation that may follow them.
+_UNITS = {
+    *("b", "kb", "mb", "gb", "tb", "pb", "byte", "bytes", "ns", "us", "µs", "ms", "s", "sec", "secs"),
+    *("second", "seconds", "min", "mins", "minute", "minutes", "hr", "hrs", "hour", "hours"),
+}
+_UNIT_TOKENS = frozenset(
+    spelling + after
+    for spelling in {*_UNITS, *(u.upper() for u in _UNITS), *(u.capitalize() for u in _UNITS), "KiB", "MiB", "GiB"}
+    for after in ("", ",", ".", ";", ":", ")", "]")
+)
+_DIGITS = re.compile(r"\d+")
 
 
 def _is_variable(core: str) -> bool:
     if _DIGIT.search(core):
         return True
+    if core.isalpha():  # a plain word (most tokens): only a long hex string could be a value
+        return len(core) >= 8 and not core.strip("abcdefABCDEF")
     if core.startswith(("/", "~/", "./", "../", "\\\\")) and len(core) > 1:
         return True
-    if core.count("/") >= 2 or _WINDOWS_PATH.match(core):
+    if core.count("/") >= 2:
         return True
-    return bool(_URL.match(core) or _EMAIL.match(core) or _HEX.match(core))
+    return _OTHER_VARIABLE.match(core) is not None
 
 
 def _mask_token(token: str) -> str:
-    start, end = 0, len(token)
-    while start < end and token[start] in _EDGE:
-        start += 1
-    while end > start and token[end - 1] in _EDGE:
-        end -= 1
-    core = token[start:end]
+    core = token.strip(_EDGE)
     if not core:
         return token
+    start = len(token) - len(token.lstrip(_EDGE))
+    end = start + len(core)
+    key_value = _KEY_VALUE.match(core) if ("=" in core or ":" in core) else None
     if _is_variable(core):
-        key_value = _KEY_VALUE.match(core)
-        if key_value and not _DIGIT.search(key_value.group(1)):
+        if key_value and not _DIGIT.search(key_value.group(1)) and not _HOST_NAME.match(key_value.group(1)):
             masked = key_value.group(1) + key_value.group(2) + WILDCARD
         else:
             masked = WILDCARD
+    elif key_value and key_value.group(2) == "=":
+        masked = key_value.group(1) + "=" + WILDCARD
     else:
-        key_value = _KEY_VALUE.match(core)
-        if key_value and key_value.group(2) == "=":
-            masked = key_value.group(1) + "=" + WILDCARD
-        else:
-            return token
+        return token
     return token[:start] + masked + token[end:]
 
 
-_MASKED: dict[str, str] = {}  # token -> masked token; words repeat, so most lookups hit
-_MASKED_MAX = 200_000
+# Token caches: words repeat, so most lookups hit. A token with a digit is masked whatever its
+# digits are and no digit survives masking, so a token missing from the first cache is looked
+# up by its shape (each run of digits spelled 0): ids, counters and sizes of one form share it.
+_MASKED: dict[str, str] = {}
+_BY_SHAPE: dict[str, str] = {}
+_CACHE_MAX = 200_000
+
+
+def reset_token_cache() -> None:
+    """Forget the masked tokens seen so far (a fresh start, as for a timing run)."""
+    _MASKED.clear()
+    _BY_SHAPE.clear()
 
 
 def _mask_new(token: str) -> str:
-    if len(_MASKED) >= _MASKED_MAX:
-        _MASKED.clear()
-    masked = _MASKED[token] = _mask_token(token)
+    if len(_MASKED) >= _CACHE_MAX:
+        reset_token_cache()
+    if token.isalpha():  # a plain word: nothing to spell differently
+        _MASKED[token] = word = _mask_token(token)
+        return word
+    shape = _DIGITS.sub("0", token)
+    masked = _BY_SHAPE.get(shape)
+    if masked is None:
+        masked = _BY_SHAPE[shape] = _mask_token(shape)
+    _MASKED[token] = masked
     return masked
 
 
 def mask_tokens(line: str) -> tuple[str, ...]:
     """The line's tokens with their variable parts replaced by ``<*>`` (the first step above)."""
-    masked = _MASKED
-    return tuple([masked[token] if token in masked else _mask_new(token) for token in line.split()])
+    tokens = line.split()
+    if not _UNIT_TOKENS.isdisjoint(tokens):
+        tokens = _join_units(tokens)
+    known = _MASKED.get
+    return tuple([known(token) or _mask_new(token) for token in tokens])
+
+
+def _join_units(tokens: list[str]) -> list[str]:
+    joined: list[str] = []
+    for token in tokens:
+        if token in _UNIT_TOKENS and joined and joined[-1][-1:].isdigit():
+            joined[-1] += token
+        else:
+            joined.append(token)
+    return joined
 
 
 def _collapse(tokens: Iterable[str]) -> tuple[str, ...]:
+    """A template's shape: a value in brackets or punctuation (``(<*>)``, ``<*>,``) is a value, and
+    values in a row are one (``1190 bytes (1.16 KB)`` and ``0 bytes`` are both one value)."""
     out: list[str] = []
     for token in tokens:
+        if token != WILDCARD and WILDCARD in token and not token.replace(WILDCARD, "").strip(_EDGE):
+            token = WILDCARD
         if token == WILDCARD and out and out[-1] == WILDCARD:
             continue
         out.append(token)
@@ -154,6 +210,8 @@ class TemplateMiner:
         self._by_shape: dict[tuple[str, ...], int] = {}
         self._by_length: dict[int, list[int]] = {}
         self._seen: dict[tuple[str, ...], int] = {}
+        # Batch mode: each primed line's constants (the frequencies no longer change once primed).
+        self._primed_constants: dict[tuple[str, ...], tuple[str, ...]] = {}
 
     # ------------------------------------------------------------------ statistics
 
@@ -171,16 +229,17 @@ class TemplateMiner:
     def prime_masked(self, masked_lines: Iterable[tuple[str, ...]]) -> None:
         frequency = self._frequency
         distinct = Counter(masked_lines)
-        for tokens, times in distinct.items():
-            length = len(tokens)
-            for position, token in enumerate(tokens):
-                if token != WILDCARD:
-                    frequency[length, position, token] += times
+        # Counted in C: each line's (length, position, token) keys, as often as the line occurs.
+        frequency.update(chain.from_iterable(map(_position_keys, distinct.items())))
+        for key in [key for key in frequency if key[2] == WILDCARD]:
+            del frequency[key]  # a value's place, not a word
         self._primed = True
         # With every line known, each open position is judged once, on all of its values.
         patterns = self._patterns
+        primed = self._primed_constants
+        primed.clear()  # primed again: the frequencies grew
         for tokens, times in distinct.items():
-            constants = self._constants(tokens)
+            constants = primed[tokens] = self._constants(tokens)
             pattern = patterns.get(constants)
             if pattern is None:
                 pattern = patterns[constants] = _Pattern(constants)
@@ -220,12 +279,9 @@ class TemplateMiner:
 
     def _constants(self, tokens: Sequence[str]) -> tuple[str, ...]:
         length = len(tokens)
-        frequency = self._frequency
-        counts = [frequency[length, p, t] if t != WILDCARD else 0 for p, t in enumerate(tokens)]
-        tally: dict[int, int] = {}
-        for count in counts:
-            if count:
-                tally[count] = tally.get(count, 0) + 1
+        counts = list(map(self._frequency.__getitem__, zip(repeat(length), range(length), tokens)))
+        tally = Counter(counts)
+        tally.pop(0, None)  # wildcards (and, online, words not counted yet)
         if not tally:
             return tuple(tokens)
         # The mode of the line's frequencies; on a tie the larger frequency (the statement's words).
@@ -311,7 +367,7 @@ class TemplateMiner:
             return root
         if not self._primed:
             self._observe(tokens)
-        constants = self._constants(tokens)
+        constants = self._primed_constants.get(tokens) or self._constants(tokens)
         pattern = self._patterns.get(constants)
         if pattern is None:
             pattern = self._patterns[constants] = _Pattern(constants)
@@ -360,19 +416,21 @@ def _is_variable_position(subsets: Sequence[Counter[str]], max_constant_values: 
     distinct = max((len(counts) for counts in subsets), default=0)
     if distinct <= 1:
         return False
-    lines = sum(sum(counts.values()) for counts in subsets)
-    singles = sum(1 for counts in subsets for count in counts.values() if count == 1)
     if distinct > _MAX_RECURRING_CONSTANTS:
         return True
+    if all(_ENUM_WORD.match(word) for counts in subsets for word in counts):
+        return False  # NEW, RUNNING, FAILED: the states and levels a statement spells out
+    lines = sum(sum(counts.values()) for counts in subsets)
+    # Words other statements print too are a variable's values (user and host names).
+    roaming = sum(count for counts in subsets for word, count in counts.items() if word.strip(_EDGE + ":") in shared)
+    if roaming * 2 >= lines:
+        return True
+    singles = sum(1 for counts in subsets for count in counts.values() if count == 1)
     if distinct > 2 and singles * 2 >= lines:
         return True
     if distinct <= max_constant_values:
         return False
-    if singles * 4 >= lines:
-        return True
-    # Recurring words that other statements print too are a variable's values (names).
-    roaming = sum(count for counts in subsets for word, count in counts.items() if word.strip(_EDGE + ":") in shared)
-    return roaming * 2 >= lines
+    return singles * 4 >= lines
 
 
 def _generalizes(general: tuple[str, ...], special: tuple[str, ...]) -> bool:
@@ -390,6 +448,14 @@ def _merge_templates(a: tuple[str, ...], b: tuple[str, ...]) -> tuple[str, ...]:
     if len(a) == len(b):
         return tuple(x if x == y else WILDCARD for x, y in zip(a, b, strict=True))
     return a if len(a) <= len(b) else b
+
+
+def _position_keys(item: tuple[tuple[str, ...], int]) -> Iterable[tuple[int, int, str]]:
+    tokens, times = item
+    length = len(tokens)
+    keys = zip(repeat(length), range(length), tokens)
+    # A line seen many times is counted as many times, without a list that long.
+    return keys if times == 1 else chain.from_iterable(repeat(tuple(keys), times))
 
 
 def cluster_lines(lines: Sequence[str]) -> tuple[list[int], TemplateMiner]:

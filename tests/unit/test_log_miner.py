@@ -125,6 +125,48 @@ def test_names_that_vary_per_line_are_wildcards() -> None:
     }
 
 
+def test_units_and_host_names_are_part_of_the_value() -> None:
+    """'5.2 KB', '30 ms' and host names (with or without a port) are one value each; other words stay."""
+    assert mask_tokens("Stored 5.2 KB on db1.prod.example.com:5432 in 30 ms, then 7 B") == (
+        "Stored", "<*>", "on", "<*>", "in", "<*>,", "then", "<*>",
+    )  # fmt: skip
+    assert mask_tokens("Read 5 b-tree pages; slept 2 seconds.") == ("Read", "<*>", "b-tree", "pages;", "slept", "<*>.")
+    assert mask_tokens("Lost executor on worker.cluster.local: gone") == ("Lost", "executor", "on", "<*>", "gone")
+    # Sizes in different units are one statement, as are two different hosts.
+    lines = [f"Block {i} stored (size {size}, free {free})" for i, (size, free) in enumerate(
+        [("93.0 B", "317.1 KB"), ("5.2 KB", "5.2 KB"), ("8.8 KB", "14.0 MB"), ("384.0 B", "317.5 KB")]
+    )]  # fmt: skip
+    ids, _ = cluster_lines(lines)
+    assert len(set(ids)) == 1
+
+
+def test_a_value_may_span_tokens() -> None:
+    """'1190 bytes (1.16 KB)' and '0 bytes', '<1 sec' and '00:02' are one value each: one statement."""
+    values = [("0 bytes", "00:01"), ("1190 bytes (1.16 KB)", "<1 sec"), ("451 bytes", "00:02"), ("7 bytes", "<1 sec")]
+    lines = [f"proxy:5070 close, {sent} sent, lifetime {life}" for sent, life in values]
+    lines += [f"proxy:5070 open through proxy {i}" for i in range(4)]
+    ids, _ = cluster_lines(lines)
+    assert grouping_accuracy(ids, ["close"] * 4 + ["open"] * 4) == 1.0
+
+
+def test_upper_case_states_are_the_words_of_separate_statements() -> None:
+    """'Transitioned from NEW to INITED': an enumeration's values, even each seen once, are constants."""
+    steps = [("NEW", "INITED"), ("INITED", "SETUP"), ("SETUP", "RUNNING"), ("RUNNING", "SUCCEEDED")]
+    lines = [f"job_{i} Transitioned from {a} to {b}" for i, (a, b) in enumerate(steps)]
+    ids, miner = cluster_lines([*lines, "job_9 Transitioned from NEW to INITED"])
+    assert ids == [1, 2, 3, 4, 1]
+    assert "<*> Transitioned from NEW to INITED" in dict(miner.templates())
+
+
+def test_a_few_names_printed_by_two_statements_are_variables() -> None:
+    """Three user names, each opening and closing a session: two statements, not six."""
+    users = ["cyrus", "news", "cyrus", "news", "test", "news"]
+    lines = [f"session opened for user {u} by (uid=0)" for u in users] + [f"session closed for user {u}" for u in users]
+    ids, miner = cluster_lines(lines)
+    assert grouping_accuracy(ids, ["opened"] * 6 + ["closed"] * 6) == 1.0
+    assert set(dict(miner.templates())) == {"session opened for user <*> by (uid=<*>)", "session closed for user <*>"}
+
+
 def test_batch_templates_do_not_depend_on_line_order() -> None:
     """The batch answer judges positions on all lines: shuffling the input keeps every template."""
     data = generate(seed=3, lines=1200)
@@ -274,7 +316,8 @@ def test_error_lines_without_trace_are_grouped_by_template() -> None:
     events = read_events(LOGS / "app" / "service.log")
     problems = mine_problems(events, repo="calculator", config=LogMinerConfig(min_occurrences=3), now=NOW)
     titles = [p.ticket.title for p in problems]
-    assert titles == ["Recurring error: ERROR calc.db: connection to <*> lost after <*> ms"]
+    # "30 ms": a unit printed after a number is part of the value.
+    assert titles == ["Recurring error: ERROR calc.db: connection to <*> lost after <*>"]
     assert problems[0].occurrences == 3 and problems[0].ticket.context.filepaths == []
 
 
