@@ -74,13 +74,14 @@ _UNIT_TOKENS = frozenset(
     for after in ("", ",", ".", ";", ":", ")", "]")
 )
 _DIGITS = re.compile(r"\d+")
+_HEX_LETTERS = "abcdefABCDEF"
 
 
 def _is_variable(core: str) -> bool:
     if _DIGIT.search(core):
         return True
     if core.isalpha():  # a plain word (most tokens): only a long hex string could be a value
-        return len(core) >= 8 and not core.strip("abcdefABCDEF")
+        return len(core) >= 8 and not core.strip(_HEX_LETTERS)
     if core.startswith(("/", "~/", "./", "../", "\\\\")) and len(core) > 1:
         return True
     if core.count("/") >= 2:
@@ -124,8 +125,8 @@ def reset_token_cache() -> None:
 def _mask_new(token: str) -> str:
     if len(_MASKED) >= _CACHE_MAX:
         reset_token_cache()
-    if token.isalpha():  # a plain word: nothing to spell differently
-        _MASKED[token] = word = _mask_token(token)
+    if token.isalpha():  # a plain word: a value only if it is a long hex string
+        _MASKED[token] = word = WILDCARD if len(token) >= 8 and not token.strip(_HEX_LETTERS) else token
         return word
     shape = _DIGITS.sub("0", token)
     masked = _BY_SHAPE.get(shape)
@@ -227,8 +228,11 @@ class TemplateMiner:
         self.prime_masked(mask_tokens(line) for line in lines)
 
     def prime_masked(self, masked_lines: Iterable[tuple[str, ...]]) -> None:
+        self.prime_distinct(Counter(masked_lines))
+
+    def prime_distinct(self, distinct: Counter[tuple[str, ...]]) -> None:
+        """``prime_masked`` for lines already counted: each masked line and how often it occurs."""
         frequency = self._frequency
-        distinct = Counter(masked_lines)
         # Counted in C: each line's (length, position, token) keys, as often as the line occurs.
         frequency.update(chain.from_iterable(map(_position_keys, distinct.items())))
         for key in [key for key in frequency if key[2] == WILDCARD]:
@@ -263,6 +267,9 @@ class TemplateMiner:
         once with "opened" and once with "closed" is still seen once per statement)."""
         pattern.decided = True
         rows = pattern.rows
+        if len(rows) < 2:  # one line's words: every open position holds one word, a constant
+            rows.clear()
+            return
         slots = range(len(pattern.open_positions))
         distinct = [len({row[i] for row in rows if row[i] != WILDCARD}) for i in slots]
         kept: list[int] = []
@@ -280,12 +287,12 @@ class TemplateMiner:
     def _constants(self, tokens: Sequence[str]) -> tuple[str, ...]:
         length = len(tokens)
         counts = list(map(self._frequency.__getitem__, zip(repeat(length), range(length), tokens)))
-        tally = Counter(counts)
-        tally.pop(0, None)  # wildcards (and, online, words not counted yet)
-        if not tally:
+        values = set(counts)
+        values.discard(0)  # wildcards (and, online, words not counted yet)
+        if not values:
             return tuple(tokens)
         # The mode of the line's frequencies; on a tie the larger frequency (the statement's words).
-        mode = max(tally.items(), key=lambda item: (item[1], item[0]))[0]
+        mode = max(values, key=lambda value: (counts.count(value), value))
         return tuple(t if c >= mode else WILDCARD for t, c in zip(tokens, counts, strict=True))
 
     # ------------------------------------------------------------------ groups
@@ -357,13 +364,13 @@ class TemplateMiner:
         """The group id of ``line`` (the root id at this moment)."""
         return self.add_masked(mask_tokens(line))
 
-    def add_masked(self, tokens: tuple[str, ...]) -> int:
-        """``add`` for a line already split by ``mask_tokens``."""
+    def add_masked(self, tokens: tuple[str, ...], times: int = 1) -> int:
+        """``add`` for a line already split by ``mask_tokens`` (seen ``times`` times)."""
         known = self._seen.get(tokens)
         if known is not None:
             # Lines identical once masked are one statement: no new evidence, same group.
             root = self._find(known)
-            self._counts[root] += 1
+            self._counts[root] += times
             return root
         if not self._primed:
             self._observe(tokens)
@@ -385,7 +392,7 @@ class TemplateMiner:
             group = pattern.groups[key] = self._new_group(pattern.template(key))
         self._seen[tokens] = group
         root = self._find(group)
-        self._counts[root] += 1
+        self._counts[root] += times
         return root
 
     def group_of(self, group: int) -> int:
@@ -461,15 +468,15 @@ def _position_keys(item: tuple[tuple[str, ...], int]) -> Iterable[tuple[int, int
 def cluster_lines(lines: Sequence[str]) -> tuple[list[int], TemplateMiner]:
     """Batch mode: one group id per line (1, 2, ... in order of first appearance) and the miner."""
     miner = TemplateMiner()
-    masked = [mask_tokens(line) for line in lines]
-    miner.prime_masked(masked)
-    raw = [miner.add_masked(tokens) for tokens in masked]
+    # Each distinct line is masked once, and each distinct masked line is grouped once.
+    mask_of = {line: mask_tokens(line) for line in dict.fromkeys(lines)}
+    masked = list(map(mask_of.__getitem__, lines))
+    distinct = Counter(masked)
+    miner.prime_distinct(distinct)
+    added = [(tokens, miner.add_masked(tokens, times)) for tokens, times in distinct.items()]
     numbering: dict[int, int] = {}
-    ids = []
-    for group in raw:
-        root = miner.group_of(group)
-        ids.append(numbering.setdefault(root, len(numbering) + 1))
-    return ids, miner
+    number_of = {tokens: numbering.setdefault(miner.group_of(group), len(numbering) + 1) for tokens, group in added}
+    return list(map(number_of.__getitem__, masked)), miner
 
 
 def grouping_accuracy(predicted: Sequence[object], truth: Sequence[object]) -> float:
