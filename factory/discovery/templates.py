@@ -86,7 +86,11 @@ def _is_variable(core: str) -> bool:
         return True
     if core.count("/") >= 2:
         return True
-    return _OTHER_VARIABLE.match(core) is not None
+    # The other classes each need a mark a plain word lacks: a URL's "://", an address's "@",
+    # a drive's ":\\", a host name's dots, a hex string's length.
+    if "://" in core or "@" in core or ":\\" in core or core.count(".") >= 2 or len(core) >= 8:
+        return _OTHER_VARIABLE.match(core) is not None
+    return False
 
 
 def _mask_token(token: str) -> str:
