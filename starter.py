@@ -1063,21 +1063,34 @@ async def reap_orphans(client: Client, settings: Settings, *, dry_run: bool = Fa
     return await asyncio.to_thread(sandboxes.reap, lambda workflow_id: workflow_id not in closed, dry_run=dry_run)
 
 
+def prune_old_workspaces(settings: Settings, *, dry_run: bool = False) -> list[str]:
+    """Remove finished tickets' workspaces older than ``keep_workspaces_days`` (no sandbox uses them)."""
+    from factory.sandbox import DockerSandboxes
+
+    return DockerSandboxes(settings.workspaces_root).prune_workspaces(settings.keep_workspaces_s, dry_run=dry_run)
+
+
 @sandbox_app.command("reap")
 def sandbox_reap(
     ctx: typer.Context,
     dry_run: Annotated[bool, typer.Option(help="Only list what would be removed.")] = False,
 ) -> None:
-    """Remove sandboxes whose ticket workflow is closed or unknown (by the factory's labels, never others)."""
+    """Remove sandboxes whose ticket workflow is closed or unknown (by the factory's labels, never others),
+    and finished tickets' workspaces older than keep_workspaces_days."""
     settings = ctx.obj.settings()
 
     async def go() -> list[str]:
         return await reap_orphans(await connect(settings), settings, dry_run=dry_run)
 
     reaped = _run(go())
+    verb = "would remove" if dry_run else "removed"
     for name in reaped:
-        console.print(f"{'would remove' if dry_run else 'removed'} {name}")
+        console.print(f"{verb} {name}")
     console.print(f"{len(reaped)} orphaned sandbox(es) {'found' if dry_run else 'removed'}")
+    pruned = prune_old_workspaces(settings, dry_run=dry_run)
+    for name in pruned:
+        console.print(f"{verb} workspace {name}")
+    console.print(f"{len(pruned)} old workspace(s) {'found' if dry_run else 'removed'}")
 
 
 # -- server ----------------------------------------------------------------------------

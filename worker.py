@@ -82,13 +82,15 @@ def build_workers(client: Client, settings: Settings, queues: list[str] | None =
 
 
 async def run_workers(settings: Settings, queues: list[str] | None = None) -> None:
-    from starter import connect, reap_orphans
+    from starter import connect, prune_old_workspaces, reap_orphans
 
     client = await connect(settings)
     if "execution" in (queues or QUEUES):
-        # The janitor's first step on every start: a worker that died may have left sandboxes behind.
+        # The janitor's first step on every start: a worker that died may have left sandboxes behind,
+        # and finished tickets' workspaces past their keeping time go.
         try:
             reaped = await reap_orphans(client, settings)
+            reaped += await asyncio.to_thread(prune_old_workspaces, settings)
         except Exception as exc:  # noqa: BLE001 - a failed clean-up must not keep the workers from starting
             log.warning("orphan_reap_failed", error=str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__)
         else:

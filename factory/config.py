@@ -361,6 +361,17 @@ class Settings(BaseSettings):
         description="Hosts sandboxes may reach through the egress proxy (plus the repo's forge host).",
     )
     sandbox_user: str = "agent"
+    keep_workspaces_days: float = Field(
+        default=30,
+        gt=0,
+        description="Days a finished ticket's workspace (transcript, logs, timings) is kept before the reaper "
+        "removes it; never less than governance.await_comments_hours plus a day.",
+    )
+
+    @property
+    def keep_workspaces_s(self) -> float:
+        """How long a finished workspace is kept: a ticket listening for comments still needs its transcript."""
+        return max(self.keep_workspaces_days * 86400, (self.governance.await_comments_hours + 24) * 3600)
 
     @classmethod
     def settings_customise_sources(

@@ -132,6 +132,18 @@ def container_name_for(instance_id: str, workflow_id: str, instance: int = 1) ->
     return f"factory-{instance_id}-" + re.sub(r"[^a-zA-Z0-9_.-]+", "-", workflow_id)[:100] + suffix
 
 
+def _last_written(workspace: Path) -> float:
+    """When the factory last wrote to a workspace: the newest time of it and of its ``meta/`` tree."""
+    newest = workspace.lstat().st_mtime
+    for directory, _, files in os.walk(workspace / "meta"):
+        for name in [".", *files]:
+            try:
+                newest = max(newest, os.lstat(os.path.join(directory, name)).st_mtime)
+            except OSError:
+                continue
+    return newest
+
+
 def network_name_for(container_name: str) -> str:
     """The sandbox's own internal network."""
     return f"{container_name}-net"
@@ -349,6 +361,31 @@ class DockerSandboxes:
         if not dry_run:
             reaped += self.egress.remove_idle()
         return reaped
+
+    def prune_workspaces(self, keep_for_s: float, *, dry_run: bool = False) -> list[str]:
+        """Remove this installation's workspaces (kept transcripts and logs) that no sandbox uses and
+        nothing wrote to for ``keep_for_s`` seconds; returns their names.
+
+        Only directories named for this installation are considered, and only their ``meta/``
+        (written by the factory, never mounted into a sandbox) is read to date them.
+        """
+        cutoff = time.time() - keep_for_s
+        prefix = f"factory-{self.instance_id}-"
+        try:
+            entries = list(os.scandir(self.workspaces_root))
+        except FileNotFoundError:
+            return []
+        pruned = []
+        for entry in entries:
+            if not entry.name.startswith(prefix) or not entry.is_dir(follow_symlinks=False):
+                continue
+            if _last_written(Path(entry.path)) > cutoff or self._find(entry.name) is not None:
+                continue
+            if not dry_run:
+                unmount_limited(Path(entry.path) / "repo")
+                shutil.rmtree(entry.path, ignore_errors=True)
+            pruned.append(entry.name)
+        return pruned
 
     def egress_problem(self, name: str) -> str | None:
         """Why the sandbox has no way out right now (its proxy is down), if it should have one."""

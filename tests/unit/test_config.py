@@ -203,6 +203,7 @@ def test_invalid_toml_is_a_config_error(tmp_path: Path) -> None:
         pytest.param("[limits]\ncommand_timeout_s = 0\n", "limits.command_timeout_s", id="zero-timeout"),
         pytest.param('[prices."m"]\ninput_per_mtok = 1\n', "prices.m.output_per_mtok", id="half-a-price"),
         pytest.param("colour = 'blue'\n", "colour", id="unknown-top-level-key"),
+        pytest.param("keep_workspaces_days = 0\n", "keep_workspaces_days", id="keep-nothing"),
     ],
 )
 def test_invalid_value_names_the_key(tmp_path: Path, text: str, key: str) -> None:
@@ -419,3 +420,13 @@ def test_none_removes_a_cap_globally_and_per_repo(tmp_path: Path) -> None:
     assert settings.caps_for("other", TicketType.BUG).cost_usd is None
     web = settings.caps_for("web", TicketType.BUG)
     assert (web.cost_usd, web.steps, web.tokens) == (None, None, 1000)
+
+
+def test_workspaces_are_kept_while_a_ready_ticket_may_still_need_its_transcript(tmp_path: Path) -> None:
+    """keep_workspaces_days applies, but never below the time a ready ticket listens for comments plus a day."""
+    short = load_settings(write_toml(tmp_path, "keep_workspaces_days = 2\n[governance]\nawait_comments_hours = 24\n"))
+    assert short.keep_workspaces_s == 2 * 86400
+    listening = load_settings(
+        write_toml(tmp_path, "keep_workspaces_days = 1\n[governance]\nawait_comments_hours = 120\n")
+    )
+    assert listening.keep_workspaces_s == (120 + 24) * 3600
