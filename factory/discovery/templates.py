@@ -37,7 +37,15 @@ from collections import Counter
 from collections.abc import Iterable, Sequence
 from itertools import chain, repeat
 
-__all__ = ["WILDCARD", "TemplateMiner", "cluster_lines", "grouping_accuracy", "mask_tokens"]
+__all__ = [
+    "WILDCARD",
+    "TemplateMiner",
+    "cluster_lines",
+    "grouping_accuracy",
+    "mask_lines",
+    "mask_tokens",
+    "reset_token_cache",
+]
 
 WILDCARD = "<*>"
 
@@ -126,11 +134,16 @@ def reset_token_cache() -> None:
     _BY_SHAPE.clear()
 
 
+def _mask_word(word: str) -> str:
+    """A plain word (letters only) is a value only if it is a long hex string."""
+    return WILDCARD if len(word) >= 8 and not word.strip(_HEX_LETTERS) else word
+
+
 def _mask_new(token: str) -> str:
     if len(_MASKED) >= _CACHE_MAX:
         reset_token_cache()
-    if token.isalpha():  # a plain word: a value only if it is a long hex string
-        _MASKED[token] = word = WILDCARD if len(token) >= 8 and not token.strip(_HEX_LETTERS) else token
+    if token.isalpha():
+        _MASKED[token] = word = _mask_word(token)
         return word
     shape = _DIGITS.sub("0", token)
     masked = _BY_SHAPE.get(shape)
@@ -147,6 +160,29 @@ def mask_tokens(line: str) -> tuple[str, ...]:
         tokens = _join_units(tokens)
     known = _MASKED.get
     return tuple([known(token) or _mask_new(token) for token in tokens])
+
+
+def mask_lines(lines: Iterable[str]) -> list[tuple[str, ...]]:
+    """``mask_tokens`` of each line, for many lines at once: each new token is looked at once, and
+    the digits of all of them are spelled 0 in one pass."""
+    split = []
+    for line in lines:
+        tokens = line.split()
+        split.append(_join_units(tokens) if not _UNIT_TOKENS.isdisjoint(tokens) else tokens)
+    if len(_MASKED) >= _CACHE_MAX:
+        reset_token_cache()
+    new = set(chain.from_iterable(split)).difference(_MASKED)
+    words = [token for token in new if token.isalpha()]
+    _MASKED.update((word, _mask_word(word)) for word in words)
+    others = list(new.difference(words))
+    # No token holds a newline (lines were split on white space): one substitution for them all.
+    shapes = _DIGITS.sub("0", "\n".join(others)).split("\n") if others else []
+    by_shape = _BY_SHAPE
+    for shape in set(shapes).difference(by_shape):
+        by_shape[shape] = _mask_token(shape)
+    _MASKED.update(zip(others, map(by_shape.__getitem__, shapes), strict=True))
+    known = _MASKED.__getitem__
+    return [tuple(map(known, tokens)) for tokens in split]
 
 
 def _join_units(tokens: list[str]) -> list[str]:
@@ -473,7 +509,8 @@ def cluster_lines(lines: Sequence[str]) -> tuple[list[int], TemplateMiner]:
     """Batch mode: one group id per line (1, 2, ... in order of first appearance) and the miner."""
     miner = TemplateMiner()
     # Each distinct line is masked once, and each distinct masked line is grouped once.
-    mask_of = {line: mask_tokens(line) for line in dict.fromkeys(lines)}
+    unique = list(dict.fromkeys(lines))
+    mask_of = dict(zip(unique, mask_lines(unique), strict=True))
     masked = list(map(mask_of.__getitem__, lines))
     distinct = Counter(masked)
     miner.prime_distinct(distinct)

@@ -14,7 +14,14 @@ from typer.testing import CliRunner
 import starter
 from factory.config import LogMinerConfig
 from factory.discovery.logs import LogEvent, fingerprint_event, mine_problems, parse_traceback, read_events
-from factory.discovery.templates import TemplateMiner, cluster_lines, grouping_accuracy, mask_tokens
+from factory.discovery.templates import (
+    TemplateMiner,
+    cluster_lines,
+    grouping_accuracy,
+    mask_lines,
+    mask_tokens,
+    reset_token_cache,
+)
 from factory.errors import LogInputInvalid
 from factory.models import READY_LABEL, DiscoveryAction, Priority, TicketType
 from factory.trackers import LocalTracker
@@ -147,6 +154,17 @@ def test_a_value_may_span_tokens() -> None:
     lines += [f"proxy:5070 open through proxy {i}" for i in range(4)]
     ids, _ = cluster_lines(lines)
     assert grouping_accuracy(ids, ["close"] * 4 + ["open"] * 4) == 1.0
+
+
+def test_masking_many_lines_at_once_is_masking_each() -> None:
+    """``mask_lines`` (batch) gives what ``mask_tokens`` gives line by line, cache or no cache."""
+    lines = [line for line, _ in generate(seed=5, lines=600)]
+    lines += ["Stored 5.2 KB on db1.prod.example.com:5432 in 30 ms", "user=root uid=0 (took 15ms) at 0xdeadbeef"]
+    reset_token_cache()
+    one_by_one = [mask_tokens(line) for line in lines]
+    reset_token_cache()
+    assert mask_lines(lines) == one_by_one
+    assert mask_lines(lines) == one_by_one  # with every token cached
 
 
 def test_upper_case_states_are_the_words_of_separate_statements() -> None:
