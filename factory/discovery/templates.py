@@ -35,7 +35,7 @@ from __future__ import annotations
 import re
 from collections import Counter
 from collections.abc import Iterable, Sequence
-from itertools import chain, repeat
+from itertools import chain, compress, repeat
 
 __all__ = [
     "WILDCARD",
@@ -216,11 +216,12 @@ class _Pattern:
     def __init__(self, constants: tuple[str, ...]) -> None:
         self.constants = constants
         self.open_positions = tuple(i for i, token in enumerate(constants) if token == WILDCARD)
-        self.values: dict[int, set[str]] = {p: set() for p in self.open_positions}
+        # Online: the words seen so far at each open position.
+        self.values: dict[int, set[str]] = {}
         self.variable: dict[int, bool] = dict.fromkeys(self.open_positions, False)
         self.groups: dict[tuple[str, ...], int] = {}
         # Batch mode: the open positions' words of each distinct line, and how many lines had them.
-        self.rows: Counter[tuple[str, ...]] = Counter()
+        self.rows: dict[tuple[str, ...], int] = {}
         self.decided = False
 
     def key(self, tokens: Sequence[str]) -> tuple[str, ...]:
@@ -275,8 +276,6 @@ class TemplateMiner:
         frequency = self._frequency
         # Counted in C: each line's (length, position, token) keys, as often as the line occurs.
         frequency.update(chain.from_iterable(map(_position_keys, distinct.items())))
-        for key in [key for key in frequency if key[2] == WILDCARD]:
-            del frequency[key]  # a value's place, not a word
         self._primed = True
         # With every line known, each open position is judged once, on all of its values.
         patterns = self._patterns
@@ -287,7 +286,8 @@ class TemplateMiner:
             pattern = patterns.get(constants)
             if pattern is None:
                 pattern = patterns[constants] = _Pattern(constants)
-            pattern.rows[tuple(tokens[p] for p in pattern.open_positions)] += times
+            row = tuple(map(tokens.__getitem__, pattern.open_positions))
+            pattern.rows[row] = pattern.rows.get(row, 0) + times
         # Where each word stands in an open position: a word seen there in several patterns
         # (a user or host name printed by several statements) is a value, not a statement's word.
         roaming: dict[str, set[tuple[str, ...]]] = {}
@@ -327,12 +327,15 @@ class TemplateMiner:
     def _constants(self, tokens: Sequence[str]) -> tuple[str, ...]:
         length = len(tokens)
         counts = list(map(self._frequency.__getitem__, zip(repeat(length), range(length), tokens)))
-        values = set(counts)
-        values.discard(0)  # wildcards (and, online, words not counted yet)
-        if not values:
+        # The words' frequencies: a wildcard's count (its place) is no word's, and a word not counted
+        # yet (online) has none.
+        words = [count for count in compress(counts, map(WILDCARD.__ne__, tokens)) if count]
+        if not words:
             return tuple(tokens)
         # The mode of the line's frequencies; on a tie the larger frequency (the statement's words).
-        mode = max(values, key=lambda value: (counts.count(value), value))
+        mode = max(set(words), key=lambda value: (words.count(value), value))
+        if min(words) >= mode:
+            return tuple(tokens)  # every word is as frequent as the statement: all are its words
         return tuple(t if c >= mode else WILDCARD for t, c in zip(tokens, counts, strict=True))
 
     # ------------------------------------------------------------------ groups
@@ -421,7 +424,7 @@ class TemplateMiner:
         for position in () if pattern.decided else pattern.open_positions:
             if pattern.variable[position] or tokens[position] == WILDCARD:
                 continue
-            values = pattern.values[position]
+            values = pattern.values.setdefault(position, set())
             values.add(tokens[position])
             if len(values) > self._max_values:
                 values.clear()
