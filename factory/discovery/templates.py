@@ -56,7 +56,6 @@ _MAX_CONSTANT_VALUES = 3
 _MAX_RECURRING_CONSTANTS = 10
 
 _EDGE = "()[]{}<>\"'`,;.!?"
-_DIGIT = re.compile(r"\d")
 _KEY_VALUE = re.compile(r"^([A-Za-z_][\w.\-]*)([=:])(.+)$")
 _URL = re.compile(r"^[a-zA-Z][a-zA-Z0-9+.\-]*://")
 _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[A-Za-z]{2,}$")
@@ -86,7 +85,8 @@ _HEX_LETTERS = "abcdefABCDEF"
 
 
 def _is_variable(core: str) -> bool:
-    if _DIGIT.search(core):
+    """Whether a token's core (a shape: every run of digits spelled 0) is a value."""
+    if "0" in core:
         return True
     if core.isalpha():  # a plain word (most tokens): only a long hex string could be a value
         return len(core) >= 8 and not core.strip(_HEX_LETTERS)
@@ -101,7 +101,8 @@ def _is_variable(core: str) -> bool:
     return False
 
 
-def _mask_token(token: str) -> str:
+def _mask_shape(token: str) -> str:
+    """The masked form of a token whose digits are spelled 0 (see ``_DIGITS``)."""
     core = token.strip(_EDGE)
     if not core:
         return token
@@ -109,7 +110,7 @@ def _mask_token(token: str) -> str:
     end = start + len(core)
     key_value = _KEY_VALUE.match(core) if ("=" in core or ":" in core) else None
     if _is_variable(core):
-        if key_value and not _DIGIT.search(key_value.group(1)) and not _HOST_NAME.match(key_value.group(1)):
+        if key_value and "0" not in key_value.group(1) and not _HOST_NAME.match(key_value.group(1)):
             masked = key_value.group(1) + key_value.group(2) + WILDCARD
         else:
             masked = WILDCARD
@@ -148,7 +149,7 @@ def _mask_new(token: str) -> str:
     shape = _DIGITS.sub("0", token)
     masked = _BY_SHAPE.get(shape)
     if masked is None:
-        masked = _BY_SHAPE[shape] = _mask_token(shape)
+        masked = _BY_SHAPE[shape] = _mask_shape(shape)
     _MASKED[token] = masked
     return masked
 
@@ -179,7 +180,7 @@ def mask_lines(lines: Iterable[str]) -> list[tuple[str, ...]]:
     shapes = _DIGITS.sub("0", "\n".join(others)).split("\n") if others else []
     by_shape = _BY_SHAPE
     for shape in set(shapes).difference(by_shape):
-        by_shape[shape] = _mask_token(shape)
+        by_shape[shape] = _mask_shape(shape)
     _MASKED.update(zip(others, map(by_shape.__getitem__, shapes), strict=True))
     known = _MASKED.__getitem__
     return [tuple(map(known, tokens)) for tokens in split]
