@@ -330,12 +330,13 @@ class TemplateMiner:
         counts = list(map(self._frequency.__getitem__, zip(repeat(length), range(length), tokens)))
         # The words' frequencies: a wildcard's count (its place) is no word's, and a word not counted
         # yet (online) has none.
-        words = [count for count in compress(counts, map(WILDCARD.__ne__, tokens)) if count]
+        present = list(compress(counts, map(WILDCARD.__ne__, tokens)))
+        words = [count for count in present if count]
         if not words:
             return tuple(tokens)
         # The mode of the line's frequencies; on a tie the larger frequency (the statement's words).
         mode = max(set(words), key=lambda value: (words.count(value), value))
-        if min(words) >= mode:
+        if min(present) >= mode:
             return tuple(tokens)  # every word is as frequent as the statement: all are its words
         return tuple(t if c >= mode else WILDCARD for t, c in zip(tokens, counts, strict=True))
 

@@ -167,6 +167,17 @@ def test_masking_many_lines_at_once_is_masking_each() -> None:
     assert mask_lines(lines) == one_by_one  # with every token cached
 
 
+def test_a_line_added_after_priming_treats_unseen_words_as_values() -> None:
+    """Primed on a batch, a later line's words the batch never had are not taken for the statement's."""
+    hosts = ["alpha", "bravo", "charlie", "delta", "echo", "foxtrot", "golf", "hotel", "india", "juliet", "kilo"]
+    lines = [f"worker started on {host}" for host in hosts]
+    miner = TemplateMiner()
+    miner.prime(lines)
+    group = {miner.add(line) for line in lines}.pop()
+    assert miner.add("worker started on zulu") == group
+    assert miner.template_of(group) == "worker started on <*>"
+
+
 def test_upper_case_states_are_the_words_of_separate_statements() -> None:
     """'Transitioned from NEW to INITED': an enumeration's values, even each seen once, are constants."""
     steps = [("NEW", "INITED"), ("INITED", "SETUP"), ("SETUP", "RUNNING"), ("RUNNING", "SUCCEEDED")]
