@@ -4,7 +4,7 @@ Runs on a fresh dev server with in-process workers, the offline scripted model, 
 Docker sandboxes and real git, in one temporary factory: first a night with one
 approved copy of the example ticket, then a night with N copies. Meanwhile a thread
 follows Docker's events for this installation's sandboxes (containers labelled
-``factory.instance=<installation>`` and ``factory.ticket``) and keeps the peak alive, and
+``factory.instance=<installation>`` and ``factory.ticket``) and keeps the peak number alive, and
 /proc/stat says how busy the CPUs were (a night at 100 % is CPU-bound: the ratio then
 depends on the cores, not on the scheduling).
 
