@@ -773,6 +773,31 @@ def unapprove(
 
 
 @app.command()
+def close(
+    ctx: typer.Context,
+    ticket_ids: Annotated[list[str], typer.Argument(metavar="ID...", help="Tickets to close.")],
+    reason: Annotated[str, typer.Option(help="Why (recorded as a comment on the ticket).")] = "fixed",
+    by: Annotated[str | None, typer.Option(help="Who closes (default: the local user name).")] = None,
+) -> None:
+    """Close tracker tickets (e.g. once their fix is merged); if the problem is discovered again, the
+    ticket is reopened and may run again. An unknown id refuses the whole command."""
+    from factory.trackers import tracker_for
+
+    settings = ctx.obj.settings()
+    tracker = tracker_for(settings)
+    wanted = list(dict.fromkeys(ticket_ids))
+    unknown = [i for i in wanted if tracker.get(i) is None]
+    if unknown:
+        raise UserError(f"no such ticket in the tracker: {', '.join(unknown)}", 2)
+    closer = by or _approver()
+    for ticket_id in wanted:
+        was = tracker.get(ticket_id)
+        tracker.close(ticket_id, closer, reason)
+        closed_before = was is not None and was.status == TrackerStatus.CLOSED
+        console.print(f"{ticket_id} was already closed" if closed_before else f"closed {ticket_id}", markup=False)
+
+
+@app.command()
 def queue(ctx: typer.Context) -> None:
     """What tonight's batch holds: the approved tickets, in the order the night shift takes them."""
     from datetime import UTC, datetime

@@ -86,7 +86,8 @@ class NightShiftActivities:
                 run = resolve_ticket_run(tracked.ticket, self.settings)
             except FactoryError as exc:
                 return PreparedTicket(ticket_id=ticket.ticket_id, refused=str(exc))
-            return PreparedTicket(ticket_id=ticket.ticket_id, run=run)
+            # A reopened ticket's run is a new attempt: it may run again, on a branch of its own.
+            return PreparedTicket(ticket_id=ticket.ticket_id, run=run.model_copy(update={"attempt": tracked.reopened}))
 
         return await in_thread(prepare)
 

@@ -205,10 +205,12 @@ def slugify(text: str, max_length: int = 40) -> str:
     return slug.strip("-") or "change"
 
 
-def branch_name(ticket: Ticket) -> str:
-    """``<type>/<id>-<slug>``, always a valid git ref name."""
+def branch_name(ticket: Ticket, attempt: int = 0) -> str:
+    """``<type>/<id>-<slug>``, always a valid git ref name; a reopened ticket's later run (``attempt``
+    1, 2, ...) gets a branch of its own, ``<type>/<id>-r<attempt>-<slug>``."""
     ident = re.sub(r"[^A-Za-z0-9_-]+", "-", ticket.id).strip("-").lower()
-    return f"{ticket.type.value}/{ident}-{slugify(ticket.display_title)}"
+    again = f"-r{attempt}" if attempt else ""
+    return f"{ticket.type.value}/{ident}{again}-{slugify(ticket.display_title)}"
 
 
 class TicketState(StrEnum):
@@ -370,6 +372,11 @@ class TicketRun(BaseModel):
     max_review_rounds: int = Field(default=3, ge=1)
     await_comments_s: int = Field(
         default=0, ge=0, description="How long a ready ticket keeps listening for human comments on its PR."
+    )
+    attempt: int = Field(
+        default=0,
+        ge=0,
+        description="Times the ticket was reopened before this run: a reopened ticket runs again, on its own branch.",
     )
 
 
@@ -550,6 +557,7 @@ class TicketStatus(BaseModel):
     pull_request: PullRequestRef | None = None
     review_rounds: int = 0
     open_findings: list[str] = Field(default_factory=list)
+    attempt: int = 0
     log: list[str] = Field(default_factory=list, description="The newest lines of the ticket's log.")
 
     def result(self, state: TicketState | None = None) -> TicketResult:
@@ -566,6 +574,7 @@ class TicketStatus(BaseModel):
             test_rounds=self.test_rounds,
             review_rounds=self.review_rounds,
             open_findings=self.open_findings,
+            attempt=self.attempt,
         )
 
 
@@ -580,6 +589,7 @@ class TicketResult(BaseModel):
     test_rounds: int = 0
     review_rounds: int = 0
     open_findings: list[str] = Field(default_factory=list)
+    attempt: int = Field(default=0, description="Which run of a reopened ticket this was (0: the first).")
 
 
 # --------------------------------------------------------------------------

@@ -3,7 +3,8 @@
 Orchestration only. The batch is taken once at the start (a snapshot: tickets
 approved later wait for the next night). Each ticket is a child ``TicketWorkflow``
 whose id is ``ticket-<ID>``, so a ticket already running is never started twice and
-one already done is not run again. A sliding window keeps up to ``max_concurrent``
+one already done is not run again, unless the tracker reopened it since (a recurring
+problem): then it runs again under the same id, on a branch of its own. A sliding window keeps up to ``max_concurrent``
 children running and starts the next as soon as any one ends. One ticket failing
 never stops the others. The per-night cost cap is honoured before each start.
 
@@ -56,6 +57,9 @@ __all__ = ["NightShiftWorkflow"]
 
 EXECUTION_QUEUE = "execution"
 _ACTIVITY_TIMEOUT = timedelta(minutes=2)
+_RUNNING_ELSEWHERE = "already running (started outside this night); not started twice"
+# patched(): nights that ran before a reopened ticket could run again replay as they ran.
+_RERUN_REOPENED = "rerun-reopened-tickets"
 
 
 def _cancelled(err: BaseException) -> bool:
@@ -173,23 +177,18 @@ class NightShiftWorkflow:
             await self._end(ticket_id, NightTicketState.DEFERRED, self._budget.defer_reason(cap))
             return "done"
         try:
-            handle = await workflow.start_child_workflow(
-                TicketWorkflow.run,
-                run,
-                id=workflow_id_for(ticket_id),
-                task_queue=EXECUTION_QUEUE,
-                # A ticket that completed (ready, failed, out of budget) is not run again; one that was
-                # cancelled or terminated (a cancelled night) may run on a later night.
-                id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE_FAILED_ONLY,
-                # A ready ticket outlives the night, listening for PR comments.
-                parent_close_policy=workflow.ParentClosePolicy.ABANDON,
-                search_attributes=_search_attributes(run) if request.ticket_search_attributes else None,
-                static_summary=f"{ticket_id}: {run.ticket.display_title}"[:200],
-                static_details=f"night shift {self._state().night}",
-            )
+            # A ticket that completed (ready, failed, out of budget) is not run again; one that was
+            # cancelled or terminated (a cancelled night) may run on a later night.
+            handle = await self._start_child(run, request, WorkflowIDReusePolicy.ALLOW_DUPLICATE_FAILED_ONLY)
         except WorkflowAlreadyStartedError:
-            await self._already_started(ticket_id)
-            return "done"
+            if not await self._already_started(ticket_id, run.attempt):
+                return "done"
+            try:
+                # Reopened since its run completed: a new run under the same id (what `factory show` follows).
+                handle = await self._start_child(run, request, WorkflowIDReusePolicy.ALLOW_DUPLICATE)
+            except WorkflowAlreadyStartedError:
+                await self._end(ticket_id, NightTicketState.ALREADY_RUNNING, _RUNNING_ELSEWHERE)
+                return "done"
         self._prepared.pop(ticket_id, None)
         self._prefetch()
         self._running[ticket_id] = handle
@@ -205,6 +204,23 @@ class NightShiftWorkflow:
             f"mark {ticket_id} taken",
         )
         return "started"
+
+    async def _start_child(
+        self, run: TicketRun, request: NightShiftRequest, reuse: WorkflowIDReusePolicy
+    ) -> workflow.ChildWorkflowHandle[TicketWorkflow, TicketResult]:
+        ticket_id = run.ticket.id
+        return await workflow.start_child_workflow(
+            TicketWorkflow.run,
+            run,
+            id=workflow_id_for(ticket_id),
+            task_queue=EXECUTION_QUEUE,
+            id_reuse_policy=reuse,
+            # A ready ticket outlives the night, listening for PR comments.
+            parent_close_policy=workflow.ParentClosePolicy.ABANDON,
+            search_attributes=_search_attributes(run) if request.ticket_search_attributes else None,
+            static_summary=f"{ticket_id}: {run.ticket.display_title}"[:200],
+            static_details=f"night shift {self._state().night}",
+        )
 
     async def _prepare(self, ticket: NightTicket) -> PreparedTicket:
         task = self._prepared.get(ticket.ticket_id)
@@ -232,21 +248,21 @@ class NightShiftWorkflow:
             ticket = plan.tickets[following]
             self._prepared[ticket.ticket_id] = asyncio.create_task(self._prepare_now(ticket))
 
-    async def _already_started(self, ticket_id: str) -> None:
+    async def _already_started(self, ticket_id: str, attempt: int) -> bool:
+        """Ends the ticket's outcome as already running or already ran; or, for a ticket reopened
+        since its earlier run completed, says it is to run again (True)."""
         earlier: EarlierRun = await self._activity(
             NightShiftActivities.earlier_run, ticket_id, f"look up the earlier run of {ticket_id}"
         )
         if earlier.running:
-            await self._end(
-                ticket_id,
-                NightTicketState.ALREADY_RUNNING,
-                "already running (started outside this night); not started twice",
-            )
-            return
+            await self._end(ticket_id, NightTicketState.ALREADY_RUNNING, _RUNNING_ELSEWHERE)
+            return False
         result = earlier.result
         if result is None:
             await self._end(ticket_id, NightTicketState.ALREADY_RAN, f"skipped: already ran ({earlier.status})")
-            return
+            return False
+        if result.attempt < attempt and workflow.patched(_RERUN_REOPENED):
+            return True
         outcome = self._outcomes[ticket_id].model_copy(
             update={
                 "branch": result.branch,
@@ -260,6 +276,7 @@ class NightShiftWorkflow:
             NightTicketState.ALREADY_RAN,
             f"skipped: already ran earlier, ended {result.state.value}: {result.reason}",
         )
+        return False
 
     async def _wait_for_one(self) -> None:
         """Until a running ticket ends (or signals it is ready); the interim report when it is due."""

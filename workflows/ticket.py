@@ -102,6 +102,7 @@ class TicketWorkflow:
             model=run.model.name,
             scripted_model=run.model.scripted,
             caps=run.caps,
+            attempt=run.attempt,
         )
         self._set_state(TicketState.RUNNING)
         self._resume_clock()
@@ -131,7 +132,7 @@ class TicketWorkflow:
     async def _work(self, run: TicketRun) -> TicketResult:
         ticket = run.ticket
         limits = run.limits
-        branch = branch_name(ticket)
+        branch = branch_name(ticket, run.attempt)
         status = self._state()
         status.branch = branch
 

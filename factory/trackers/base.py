@@ -48,6 +48,10 @@ class Tracker(Protocol):
 
     def unapprove(self, ticket_id: str) -> TrackedTicket: ...
 
+    def close(self, ticket_id: str, by: str, reason: str) -> TrackedTicket:
+        """Close the ticket (its approval withdrawn, the reason in a comment); closed already: unchanged."""
+        ...
+
     def list(
         self,
         *,

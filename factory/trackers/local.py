@@ -251,6 +251,17 @@ class LocalTracker:
     def unapprove(self, ticket_id: str) -> TrackedTicket:
         return self.update(ticket_id, lambda t: t.model_copy(update={"approval": None}))
 
+    def close(self, ticket_id: str, by: str, reason: str) -> TrackedTicket:
+        def change(tracked: TrackedTicket) -> TrackedTicket:
+            if tracked.status == TrackerStatus.CLOSED:
+                return tracked
+            note = TrackerComment(author=by, at=_now(), text=f"Closed: {reason}")
+            return tracked.model_copy(
+                update={"status": TrackerStatus.CLOSED, "approval": None, "comments": [*tracked.comments, note]}
+            )
+
+        return self.update(ticket_id, change)
+
 
 def _record(tracked: TrackedTicket, action: DiscoveryAction) -> DiscoveryRecord:
     return DiscoveryRecord(

@@ -94,6 +94,25 @@ def test_a_closed_ticket_that_recurs_is_reopened_not_duplicated(tmp_path: Path) 
     assert tracked.approval is None
 
 
+def test_closing_withdraws_the_approval_records_why_and_a_recurrence_reopens_it(tmp_path: Path) -> None:
+    """close() closes once (a second close changes nothing), drops the approval, comments the reason;
+    the next sighting reopens the ticket and counts it."""
+    tracker = LocalTracker(tmp_path)
+    tracker.record(_problem(), "run-1:fp-1")
+    tracker.approve("LOG-fp-1", "ana", T0)
+    closed = tracker.close("LOG-fp-1", "bob", "fix merged in #7")
+    assert (closed.status, closed.approval) == (TrackerStatus.CLOSED, None)
+    assert [(c.author, c.text) for c in closed.comments] == [("bob", "Closed: fix merged in #7")]
+    assert tracker.close("LOG-fp-1", "bob", "again").comments == closed.comments
+
+    reopened = tracker.record(_problem(), "run-2:fp-1")
+    assert reopened.action == DiscoveryAction.REOPENED
+    tracked = tracker.get("LOG-fp-1")
+    assert tracked is not None and (tracked.status, tracked.reopened) == (TrackerStatus.OPEN, 1)
+    with pytest.raises(TicketNotFound):
+        tracker.close("LOG-nope", "bob", "fixed")
+
+
 def test_what_people_added_survives_a_new_sighting(tmp_path: Path) -> None:
     """Labels, comments and approval set by people stay when discovery refreshes the ticket."""
     tracker = LocalTracker(tmp_path)

@@ -190,6 +190,12 @@ def test_branch_name_without_title_uses_first_criterion() -> None:
     assert branch_name(make_ticket()) == "bug/eng-1042-unit-tests-pass"
 
 
+def test_a_reopened_tickets_later_run_has_a_branch_of_its_own() -> None:
+    """Attempt N (the ticket reopened N times) is `<type>/<id>-r<N>-<slug>`; attempt 0 is the plain name."""
+    assert branch_name(make_ticket(), attempt=0) == "bug/eng-1042-unit-tests-pass"
+    assert branch_name(make_ticket(), attempt=2) == "bug/eng-1042-r2-unit-tests-pass"
+
+
 ODD_TITLES = [
     "Ünïcödé — naïve café ☕ 日本語のタイトル",
     "日本語のタイトル",

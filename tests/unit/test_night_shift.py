@@ -203,6 +203,30 @@ def test_approve_validates_every_id_first_and_changes_nothing_if_one_is_bad(
     assert tracker.get("GOOD-1").approval is None  # type: ignore[union-attr]
 
 
+def test_close_refuses_an_unknown_id_and_changes_nothing_then_closes_and_drops_the_approval(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`factory close GOOD BAD` exits 2 naming BAD and leaves GOOD open; `factory close GOOD --reason R`
+    closes it, withdraws its approval (out of tonight's queue) and records R; closing again says so."""
+    playbooks = tmp_path / "playbooks"
+    config = write_config(tmp_path, playbooks=playbooks)
+    tracker = LocalTracker(load_settings(config).tickets_root)
+    tracker.create(example("GOOD-1"))
+    tracker.approve("GOOD-1", "ana", T0)
+
+    assert run_cli(monkeypatch, config, "close", "GOOD-1", "BAD-1") == 2
+    assert capsys.readouterr().err.strip().splitlines() == ["error: no such ticket in the tracker: BAD-1"]
+    assert tracker.get("GOOD-1").status == TrackerStatus.OPEN  # type: ignore[union-attr]
+
+    assert run_cli(monkeypatch, config, "close", "GOOD-1", "--reason", "merged as #7", "--by", "bob") == 0
+    assert capsys.readouterr().out.strip() == "closed GOOD-1"
+    tracked = tracker.get("GOOD-1")
+    assert tracked is not None and (tracked.status, tracked.approval) == (TrackerStatus.CLOSED, None)
+    assert [(c.author, c.text) for c in tracked.comments] == [("bob", "Closed: merged as #7")]
+    assert run_cli(monkeypatch, config, "close", "GOOD-1") == 0
+    assert capsys.readouterr().out.strip() == "GOOD-1 was already closed"
+
+
 def test_approve_all_ready_takes_the_valid_ones_up_to_the_limit_and_skips_the_rest(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -27,6 +27,7 @@ from factory.models import (
     NightTicketOutcome,
     NightTicketState,
     Ticket,
+    TicketResult,
     TicketType,
     workflow_id_for,
 )
@@ -307,3 +308,32 @@ async def test_a_large_batch_continues_as_new_and_a_ticket_that_already_ran_is_n
     assert outcomes[ran.id].state == NightTicketState.ALREADY_RAN
     assert "already ran earlier, ended failed" in outcomes[ran.id].reason
     assert all(outcomes[t.id].state == NightTicketState.FAILED for t in rest)
+
+
+async def test_a_ticket_reopened_since_its_run_runs_again_on_a_branch_of_its_own(
+    time_skipping_env: WorkflowEnvironment, tmp_path: Path
+) -> None:
+    """A ticket whose workflow completed and which the tracker reopened since (the problem came back) is
+    not skipped as "already ran": the night starts a new run under the same workflow id, as attempt 1,
+    on branch `<type>/<id>-r1-<slug>`."""
+    settings = night_settings(tmp_path)
+    back = ticket("BACK", repo="broken")
+    copy_playbook("example", back.id, tmp_path / "playbooks")
+    tracker = approve(settings, [back])
+    client = time_skipping_env.client
+    async with running_workers(client, settings):
+        earlier = await submit_ticket(client, resolve_ticket_run(back, settings), search_attributes=False)
+        handle = client.get_workflow_handle(earlier.workflow_id, result_type=TicketResult)
+        first = await settled(handle)
+        first_run_id = (await handle.describe()).run_id
+        tracker.update(back.id, lambda t: t.model_copy(update={"reopened": 1}))
+        report = await night_result(client, await start_night(client))
+        latest = client.get_workflow_handle(earlier.workflow_id, result_type=TicketResult)
+        again = await settled(latest)
+        latest_run_id = (await latest.describe()).run_id
+
+    outcome = by_id(report)[back.id]
+    assert outcome.state == NightTicketState.FAILED, outcome.reason  # ran again (and failed at provisioning)
+    assert latest_run_id != first_run_id
+    assert first.attempt == 0 and first.branch == f"bug/{back.id.lower()}-mean-of-an-empty-list-crashes-with"
+    assert again.attempt == 1 and again.branch == f"bug/{back.id.lower()}-r1-mean-of-an-empty-list-crashes-with"
