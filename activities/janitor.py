@@ -121,8 +121,9 @@ class JanitorActivities:
         plan = request.plan
 
         def survey() -> JanitorSurvey:
-            files, _ = self._manifests(request.sandbox)
+            files, present = self._manifests(request.sandbox)
             kind = janitor.project_kind(files)
+            stale_locks = sorted(present.intersection(janitor.PYTHON_LOCKS)) if kind == "pypi" else []
             if kind is None:
                 return JanitorSurvey(problem="no package.json, requirements.txt or pyproject.toml at the top level")
             rejected: list[str] = []
@@ -147,7 +148,7 @@ class JanitorActivities:
                 outdated = janitor.parse_pip_outdated(listing, pins, rejected)
             for reason in rejected:
                 log.warning("janitor_package_rejected", repo=plan.repo.name, reason=reason)
-            return JanitorSurvey(kind=kind, outdated=outdated, rejected=rejected)
+            return JanitorSurvey(kind=kind, outdated=outdated, rejected=rejected, stale_locks=stale_locks)
 
         return await in_thread(survey)
 
@@ -277,7 +278,12 @@ class JanitorActivities:
         committed = sum(1 for update in request.updates if update.committed)
         title = f"chore: update {committed} dependenc{'y' if committed == 1 else 'ies'} of {plan.repo.name}"
         body = janitor.pull_request_body(
-            plan.repo.name, request.updates, request.head_commit, plan.repo.test_command, plan.check_dependencies
+            plan.repo.name,
+            request.updates,
+            request.head_commit,
+            plan.repo.test_command,
+            plan.check_dependencies,
+            request.stale_locks,
         )
 
         def publish() -> PullRequestRef:

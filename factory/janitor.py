@@ -73,6 +73,14 @@ __all__ = [
 MARK = "@@janitor"
 VENV = ".janitor-venv"
 PYTHON_MANIFESTS = ("requirements.txt", "pyproject.toml")
+# Python lock files the Janitor does not regenerate (the sandbox has pip, not their tools): the pull
+# request says so, with the command that brings each up to date.
+PYTHON_LOCKS = {
+    "uv.lock": "uv lock",
+    "poetry.lock": "poetry lock --no-update",
+    "pdm.lock": "pdm lock --update-reuse",
+    "Pipfile.lock": "pipenv lock",
+}
 NPM_MANIFEST = "package.json"
 NPM_SECTIONS = ("dependencies", "devDependencies", "optionalDependencies")
 # Versions reach shell commands, manifests and commit messages: plain characters only.
@@ -93,11 +101,10 @@ _ENV = (
 def manifest_script() -> str:
     """Prints each manifest the Janitor understands between markers (run in the sandbox)."""
     lines = ["set -u"]
-    for name in (*PYTHON_MANIFESTS, NPM_MANIFEST, "package-lock.json"):
-        if name == "package-lock.json":
-            lines.append(f'[ -f {name} ] && echo "{MARK} present {name}"')
-            continue
+    for name in (*PYTHON_MANIFESTS, NPM_MANIFEST):
         lines.append(f'if [ -f {name} ] && [ ! -L {name} ]; then echo "{MARK} file {name}"; cat -- {name}; echo; fi')
+    for name in ("package-lock.json", *PYTHON_LOCKS):
+        lines.append(f'[ -f {name} ] && echo "{MARK} present {name}"')
     lines.append(f'echo "{MARK} end"')
     return "\n".join(lines) + "\n"
 
@@ -748,9 +755,15 @@ def _cell(text: str) -> str:
 
 
 def pull_request_body(
-    repo: str, updates: Iterable[JanitorUpdate], head_commit: str, test_command: str, checked: bool
+    repo: str,
+    updates: Iterable[JanitorUpdate],
+    head_commit: str,
+    test_command: str,
+    checked: bool,
+    stale_locks: Iterable[str] = (),
 ) -> str:
-    """Committed updates as a table, skipped ones as another with the reason and the failing output summarised."""
+    """Committed updates as a table, skipped ones as another with the reason and the failing output summarised;
+    Python lock files left as they were (``stale_locks``) with the command that updates each."""
     done = [u for u in updates]
     committed = [u for u in done if u.committed]
     skipped = [u for u in done if not u.committed]
@@ -774,6 +787,16 @@ def pull_request_body(
                 f"| {_cell(u.summary or '')} |"
                 for u in skipped
             ),
+        ]
+    locks = [name for name in PYTHON_LOCKS if name in set(stale_locks)]
+    if locks and committed:
+        lines += [
+            "",
+            "**Lock files not regenerated:** the updates above changed the pins, not "
+            + ", ".join(f"`{name}`" for name in locks)
+            + ". Before merging, run "
+            + " and ".join(f"`{PYTHON_LOCKS[name]}`" for name in locks)
+            + " on this branch and commit the result.",
         ]
     lines += [
         "",

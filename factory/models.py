@@ -1034,6 +1034,9 @@ class JanitorSurvey(BaseModel):
     rejected: list[str] = Field(
         default_factory=list, description="Listed packages left out: an invalid name or version (why, per entry)."
     )
+    stale_locks: list[str] = Field(
+        default_factory=list, description="Python lock files in the repository that the updates leave as they were."
+    )
 
 
 class JanitorBranch(BaseModel):
@@ -1055,6 +1058,7 @@ class JanitorPublish(BaseModel):
     plan: JanitorPlan
     head_commit: str
     updates: list[JanitorUpdate]
+    stale_locks: list[str] = Field(default_factory=list)
 
 
 class JanitorRepoResult(BaseModel):

@@ -210,7 +210,7 @@ class JanitorWorkflow:
         )
         pr = await workflow.execute_activity_method(
             JanitorActivities.publish_pull_request,
-            JanitorPublish(plan=plan, head_commit=pushed.head_commit, updates=updates),
+            JanitorPublish(plan=plan, head_commit=pushed.head_commit, updates=updates, stale_locks=survey.stale_locks),
             task_queue=_QUEUE,
             start_to_close_timeout=timedelta(minutes=2),
             retry_policy=ACTIVITY_RETRY,

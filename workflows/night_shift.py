@@ -4,9 +4,10 @@ Orchestration only. The batch is taken once at the start (a snapshot: tickets
 approved later wait for the next night). Each ticket is a child ``TicketWorkflow``
 whose id is ``ticket-<ID>``, so a ticket already running is never started twice and
 one already done is not run again, unless the tracker reopened it since (a recurring
-problem): then it runs again under the same id, on a branch of its own. A sliding window keeps up to ``max_concurrent``
-children running and starts the next as soon as any one ends. One ticket failing
-never stops the others. The per-night cost cap is honoured before each start.
+problem): then it runs again under the same id, on a branch of its own. A sliding
+window keeps up to ``max_concurrent`` children running and starts the next as soon as
+any one ends. One ticket failing never stops the others. The per-night cost cap is
+honoured before each start.
 
 A ready ticket keeps its workflow open to listen for comments on its pull request;
 it signals ``ticket_ready`` to its parent, so the night counts it as done at once.

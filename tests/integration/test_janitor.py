@@ -248,8 +248,9 @@ async def test_janitor_commits_the_passing_update_reverts_the_breaking_one_and_u
     docker_client: docker.DockerClient,
 ) -> None:
     """Per project (pip and npm): libfoo's update is committed, libbar's breaks the test and is skipped
-    with the failing output summarised, one PR holds the result; an up-to-date repo gets no branch and
-    no PR; a second run while the PR is open updates that PR instead of opening another."""
+    with the failing output summarised, one PR holds the result (naming the Python project's uv.lock as
+    not regenerated); an up-to-date repo gets no branch and no PR; a second run while the PR is open
+    updates that PR instead of opening another."""
     server, home = registry
     up_to_date = tmp_path / "up-to-date"
     shutil.copytree(FIXTURES / "janitor" / "python-project", up_to_date)
@@ -281,6 +282,8 @@ async def test_janitor_commits_the_passing_update_reverts_the_breaking_one_and_u
             assert "| libfoo | 1.0.0 | 1.1.0 |" in body
             assert "| libbar | 1.0.0 | 2.0.0 | tests failed" in body
             assert "Hallucination Check" in body
+            # The Python project's uv.lock is left as it was: the PR says so and how to regenerate it.
+            assert ("run `uv lock` on this branch" in body) == (repo == "pyproj")
             assert janitor_head(body) == remote_branch_sha(str(settings.forge_root / f"{repo}.git"), BRANCH)
 
         assert first["current"].outcome == "nothing_to_update", first["current"].reason

@@ -122,16 +122,24 @@ def test_pull_request_body_tables_and_recorded_head() -> None:
     assert "| libfoo | 1.0.0 | 1.1.0 |" in body
     assert "| libbar | 1.0.0 | 2.0.0 | tests failed (exit 1) | E \\| boom<br>line 2 |" in body
     assert "passed the Hallucination Check" in body
+    assert "Lock files not regenerated" not in body
     assert janitor.janitor_head(body) == head
+    with_lock = janitor.pull_request_body("calc", updates, head, "pytest -q", checked=True, stale_locks=["uv.lock"])
+    assert "**Lock files not regenerated:**" in with_lock and "run `uv lock` on this branch" in with_lock
+    nothing_committed = janitor.pull_request_body("calc", updates[1:], head, "pytest -q", True, ["uv.lock"])
+    assert "Lock files not regenerated" not in nothing_committed
     assert janitor.janitor_head("a human's PR") is None
 
 
 def test_manifests_round_trip_through_the_sandbox_listing() -> None:
     """The manifest listing printed in the sandbox gives back each file's exact text."""
-    output = "@@janitor file requirements.txt\nlibfoo==1.0.0\n\n@@janitor present package-lock.json\n@@janitor end\n"
+    output = (
+        "@@janitor file requirements.txt\nlibfoo==1.0.0\n\n@@janitor present package-lock.json\n"
+        "@@janitor present uv.lock\n@@janitor end\n"
+    )
     files, present = janitor.parse_manifests(output)
     assert files == {"requirements.txt": "libfoo==1.0.0\n"}
-    assert present == {"package-lock.json"}
+    assert present == {"package-lock.json", "uv.lock"}
     assert janitor.project_kind(files) == "pypi"
     assert janitor.project_kind({"package.json": "{}", "requirements.txt": ""}) == "npm"
 
