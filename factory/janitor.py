@@ -788,7 +788,8 @@ def pull_request_body(
                 for u in skipped
             ),
         ]
-    locks = [name for name in PYTHON_LOCKS if name in set(stale_locks)]
+    present = set(stale_locks)
+    locks = [name for name in PYTHON_LOCKS if name in present]
     if locks and committed:
         lines += [
             "",
