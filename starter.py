@@ -18,7 +18,7 @@ import time
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any, NoReturn, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn, TypeVar
 
 import typer
 from rich.console import Console
@@ -45,6 +45,7 @@ from factory.models import (
     TicketRun,
     TicketState,
     TicketStatus,
+    TrackedTicket,
     TrackerStatus,
     parse_ticket,
     ticket_schema,
@@ -53,6 +54,9 @@ from factory.models import (
 from factory.runs import resolve_ticket_run
 from workflows.search_attributes import ALL_KEYS, REPO, TICKET_ID, TICKET_PRIORITY, TICKET_STATE, TICKET_TYPE
 from workflows.ticket import TicketWorkflow
+
+if TYPE_CHECKING:
+    from factory.trackers import Tracker
 
 __all__ = ["SubmitOutcome", "app", "connect", "ensure_search_attributes", "main", "submit_ticket", "wait_for_ticket"]
 
@@ -753,6 +757,15 @@ def approve(
         console.print("no ticket to approve")
 
 
+def _known_tickets(tracker: Tracker, ticket_ids: list[str]) -> dict[str, TrackedTicket]:
+    """Each named ticket (duplicates once) as the tracker holds it; one unknown id refuses them all."""
+    found = {ticket_id: tracker.get(ticket_id) for ticket_id in dict.fromkeys(ticket_ids)}
+    unknown = [ticket_id for ticket_id, tracked in found.items() if tracked is None]
+    if unknown:
+        raise UserError(f"no such ticket in the tracker: {', '.join(unknown)}", 2)
+    return {ticket_id: tracked for ticket_id, tracked in found.items() if tracked is not None}
+
+
 @app.command()
 def unapprove(
     ctx: typer.Context,
@@ -761,15 +774,10 @@ def unapprove(
     """Withdraw the approval of tickets; the night shift leaves them alone."""
     from factory.trackers import tracker_for
 
-    settings = ctx.obj.settings()
-    tracker = tracker_for(settings)
-    unknown = [i for i in dict.fromkeys(ticket_ids) if tracker.get(i) is None]
-    if unknown:
-        raise UserError(f"no such ticket in the tracker: {', '.join(unknown)}", 2)
-    for ticket_id in dict.fromkeys(ticket_ids):
-        was = tracker.get(ticket_id)
+    tracker = tracker_for(ctx.obj.settings())
+    for ticket_id, was in _known_tickets(tracker, ticket_ids).items():
         tracker.unapprove(ticket_id)
-        console.print(f"unapproved {ticket_id}" if was and was.approval else f"{ticket_id} was not approved")
+        console.print(f"unapproved {ticket_id}" if was.approval else f"{ticket_id} was not approved")
 
 
 @app.command()
@@ -783,17 +791,12 @@ def close(
     ticket is reopened and may run again. An unknown id refuses the whole command."""
     from factory.trackers import tracker_for
 
-    settings = ctx.obj.settings()
-    tracker = tracker_for(settings)
-    wanted = list(dict.fromkeys(ticket_ids))
-    unknown = [i for i in wanted if tracker.get(i) is None]
-    if unknown:
-        raise UserError(f"no such ticket in the tracker: {', '.join(unknown)}", 2)
+    tracker = tracker_for(ctx.obj.settings())
+    known = _known_tickets(tracker, ticket_ids)
     closer = by or _approver()
-    for ticket_id in wanted:
-        was = tracker.get(ticket_id)
+    for ticket_id, was in known.items():
         tracker.close(ticket_id, closer, reason)
-        closed_before = was is not None and was.status == TrackerStatus.CLOSED
+        closed_before = was.status == TrackerStatus.CLOSED
         console.print(f"{ticket_id} was already closed" if closed_before else f"closed {ticket_id}", markup=False)
 
 
