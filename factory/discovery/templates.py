@@ -5,9 +5,11 @@ Three steps, each general rather than tuned to one system's logs:
 1. **Token classes.** A line is split on white space; each token's variable part becomes
    ``<*>``: anything with a digit (numbers, ids, IPs, hex, timestamps, versions, block ids
    like ``blk_-123``), paths, URLs, e-mail addresses, host names (``db1.prod.example.com``,
-   with or without a port), UUIDs, long hex strings, and the value of ``key=value``. A unit
-   after a number is part of the value (``5.2 KB``, ``30 ms``). Punctuation around a token is
-   kept (``(42)`` becomes ``(<*>)``).
+   with or without a port, and any dotted host with a port: ``trello.com:443``), UUIDs, long
+   hex strings, and the value of ``key=value``. A unit after a number is part of the value
+   (``5.2 KB``, ``30 ms``), and so is a day or month name before one (``Fri Jun 17 07:07:00``).
+   Punctuation around a token is kept (``(42)`` becomes ``(<*>)``). Values in a row are one
+   value (``1190 bytes (1.16 KB)``, ``10.0.0.1 ()``), so that lines of one statement line up.
 2. **Frequent tokens are the template.** Lines of one length are compared position by
    position: the words a statement prints every time occur as often as the statement,
    more often than the values it interpolates. In each line the tokens at least as
@@ -18,11 +20,11 @@ Three steps, each general rather than tuned to one system's logs:
    the words of as many statements, and so does one holding only upper-case words (``NEW``,
    ``RUNNING``: an enumeration's values, even if each is seen once); a position holding words
    other statements print too (user and host names), or where lines mostly carry words seen
-   once, or many distinct words, is a variable. In batch mode each position is judged on all
-   lines, fewest-valued first, within the lines agreeing on the constants already found;
-   online, a position with at most three words so far splits. Groups whose templates only
-   differ by how many values stand in a row are one group (a variable may span tokens:
-   ``1190 bytes (1.16 KB)`` and ``0 bytes``).
+   once, or many distinct words, or where most lines print a value, is a variable. In batch
+   mode each position is judged on all lines, fewest-valued first, within the lines agreeing
+   on the constants already found; online, a position with at most three words so far
+   splits. Groups whose templates only differ by how many values stand in a row are one
+   group (a variable may span tokens: ``1190 bytes (1.16 KB)`` and ``0 bytes``).
 
 ``TemplateMiner.add`` works online (the statistics grow as lines arrive and groups may
 merge later: ``group_of`` follows them). ``prime`` with the whole input first, as
@@ -80,7 +82,28 @@ _UNIT_TOKENS = frozenset(
     for spelling in {*_UNITS, *(u.upper() for u in _UNITS), *(u.capitalize() for u in _UNITS), "KiB", "MiB", "GiB"}
     for after in ("", ",", ".", ";", ":", ")", "]")
 )
+# A day or month name next to a number is part of a timestamp ("Fri Jun 17 07:07:00 2005",
+# "17 Jun 2005"): joined to the number after it before masking.
+_DATE_WORDS = {
+    *("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun", "Jan", "Feb", "Mar", "Apr", "May", "Jun"),
+    *("Jul", "Aug", "Sep", "Sept", "Oct", "Nov", "Dec", "Monday", "Tuesday", "Wednesday", "Thursday"),
+    *("Friday", "Saturday", "Sunday", "January", "February", "March", "April", "June", "July"),
+    *("August", "September", "October", "November", "December"),
+}
+_DATE_TOKENS = frozenset(
+    word + after for word in {*_DATE_WORDS, *(w.upper() for w in _DATE_WORDS)} for after in ("", ",")
+)
+# Tokens whose meaning depends on their neighbours (see ``_join_context``).
+_CONTEXT_TOKENS = _UNIT_TOKENS | _DATE_TOKENS
+# Empty brackets or quotes stand where a value was printed empty ("connection from 10.0.0.1 ()").
+_EMPTY_VALUES = frozenset({"()", "[]", "{}", "<>", '""', "''"})
+# A source file's extension: "Client.java:42" names a line of code, not a host and port.
+_SOURCE_SUFFIXES = frozenset(
+    {"c", "cc", "cpp", "cs", "go", "h", "hpp", "java", "js", "kt", "m", "php", "pl", "py", "rb", "rs", "scala"}
+    | {"sh", "ts"}
+)
 _DIGITS = re.compile(r"\d+")
+_HAS_DIGIT = re.compile(r"\d")
 _HEX_LETTERS = "abcdefABCDEF"
 
 
@@ -110,7 +133,7 @@ def _mask_shape(token: str) -> str:
     end = start + len(core)
     key_value = _KEY_VALUE.match(core) if ("=" in core or ":" in core) else None
     if _is_variable(core):
-        if key_value and "0" not in key_value.group(1) and not _HOST_NAME.match(key_value.group(1)):
+        if key_value and "0" not in key_value.group(1) and not _is_host_port(key_value):
             masked = key_value.group(1) + key_value.group(2) + WILDCARD
         else:
             masked = WILDCARD
@@ -119,6 +142,17 @@ def _mask_shape(token: str) -> str:
     else:
         return token
     return token[:start] + masked + token[end:]
+
+
+def _is_host_port(key_value: re.Match[str]) -> bool:
+    """Whether ``key:value`` is a host and port (``trello.com:443``): one value, the host included."""
+    key, separator, value = key_value.groups()
+    if _HOST_NAME.match(key):
+        return True
+    if separator != ":" or value != "0" or "." not in key:
+        return False
+    suffix = key.rsplit(".", 1)[1]
+    return len(suffix) >= 2 and suffix.isalpha() and suffix.islower() and suffix not in _SOURCE_SUFFIXES
 
 
 # Token caches: words repeat, so most lookups hit. A token with a digit is masked whatever its
@@ -157,8 +191,8 @@ def _mask_new(token: str) -> str:
 def mask_tokens(line: str) -> tuple[str, ...]:
     """The line's tokens with their variable parts replaced by ``<*>`` (the first step above)."""
     tokens = line.split()
-    if not _UNIT_TOKENS.isdisjoint(tokens):
-        tokens = _join_units(tokens)
+    if not _CONTEXT_TOKENS.isdisjoint(tokens):
+        tokens = _join_context(tokens)
     known = _MASKED.get
     return tuple([known(token) or _mask_new(token) for token in tokens])
 
@@ -169,7 +203,7 @@ def mask_lines(lines: Iterable[str]) -> list[tuple[str, ...]]:
     split = []
     for line in lines:
         tokens = line.split()
-        split.append(_join_units(tokens) if not _UNIT_TOKENS.isdisjoint(tokens) else tokens)
+        split.append(_join_context(tokens) if not _CONTEXT_TOKENS.isdisjoint(tokens) else tokens)
     if len(_MASKED) >= _CACHE_MAX:
         reset_token_cache()
     new = set(chain.from_iterable(split)).difference(_MASKED)
@@ -186,22 +220,60 @@ def mask_lines(lines: Iterable[str]) -> list[tuple[str, ...]]:
     return [tuple(map(known, tokens)) for tokens in split]
 
 
-def _join_units(tokens: list[str]) -> list[str]:
+def _join_context(tokens: list[str]) -> list[str]:
+    """Join a unit to the number before it ("5.2" "KB") and a day or month name to the number or
+    date word after it ("Fri" "Jun" "17"): each run becomes one token, masked as one value."""
     joined: list[str] = []
     for token in tokens:
         if token in _UNIT_TOKENS and joined and joined[-1][-1:].isdigit():
             joined[-1] += token
         else:
             joined.append(token)
-    return joined
+    if _DATE_TOKENS.isdisjoint(joined):
+        return joined
+    dated: list[str] = []  # built from the end: a date word joins what follows it
+    for token in reversed(joined):
+        if token in _DATE_TOKENS and dated and _HAS_DIGIT.search(dated[-1]):
+            dated[-1] = token + dated[-1]
+        else:
+            dated.append(token)
+    dated.reverse()
+    return dated
+
+
+def _is_value(token: str) -> bool:
+    """A masked value, alone or in brackets or punctuation (``<*>``, ``(<*>)``, ``<*>,``), or empty brackets."""
+    if WILDCARD in token:
+        return token == WILDCARD or not token.replace(WILDCARD, "").strip(_EDGE)
+    return token in _EMPTY_VALUES
+
+
+_ADJACENT_VALUES = re.compile(r"<\*>\S*\s\S*<\*>|<\*>\S*\s(?:\(\)|\[\]|\{\}|<>|\"\"|'')(?:\s|$)")
+
+
+def _merge_adjacent_values(tokens: tuple[str, ...]) -> tuple[str, ...]:
+    """Values in a row are one value, kept as the first one printed (``1190 bytes (1.16 KB)`` and
+    ``0 bytes`` are both ``<*>``; ``10.0.0.1 (host)`` and ``10.0.0.1 ()`` both ``<*>``): a variable
+    may span tokens, and lines of one statement then line up position by position."""
+    if not _ADJACENT_VALUES.search(" ".join(tokens)):
+        return tokens
+    out: list[str] = []
+    previous_is_value = False
+    for token in tokens:
+        is_value = _is_value(token)
+        if not (is_value and previous_is_value):
+            out.append(token)
+        previous_is_value = is_value
+    return tuple(out)
 
 
 def _collapse(tokens: Iterable[str]) -> tuple[str, ...]:
-    """A template's shape: a value in brackets or punctuation (``(<*>)``, ``<*>,``) is a value, and
-    values in a row are one (``1190 bytes (1.16 KB)`` and ``0 bytes`` are both one value)."""
+    """A template's shape: a value in brackets or punctuation (``(<*>)``, ``<*>,``) is a value, as
+    are empty brackets (``()``: a value printed empty), and values in a row are one
+    (``1190 bytes (1.16 KB)`` and ``0 bytes`` are both one value)."""
     out: list[str] = []
     for token in tokens:
-        if token != WILDCARD and WILDCARD in token and not token.replace(WILDCARD, "").strip(_EDGE):
+        if _is_value(token):
             token = WILDCARD
         if token == WILDCARD and out and out[-1] == WILDCARD:
             continue
@@ -267,7 +339,7 @@ class TemplateMiner:
 
     def prime(self, lines: Iterable[str]) -> None:
         """Learn the token frequencies of the whole input before the first ``add`` (batch mode)."""
-        self.prime_masked(mask_tokens(line) for line in lines)
+        self.prime_masked(_merge_adjacent_values(mask_tokens(line)) for line in lines)
 
     def prime_masked(self, masked_lines: Iterable[tuple[str, ...]]) -> None:
         self.prime_distinct(Counter(masked_lines))
@@ -316,10 +388,17 @@ class TemplateMiner:
         kept: list[int] = []
         for i in sorted(slots, key=lambda i: (distinct[i], i)):
             counts: dict[tuple[str, ...], Counter[str]] = {}
+            values = 0  # lines holding a value (masked) at this position
             for row, times in rows.items():
                 if row[i] != WILDCARD:
                     counts.setdefault(tuple(row[k] for k in kept), Counter())[row[i]] += times
-            if _is_variable_position(list(counts.values()), self._max_values, shared):
+                else:
+                    values += times
+            subsets = list(counts.values())
+            # Where most lines print a value, the few words there are values the masking missed.
+            if values * 2 >= sum(sum(c.values()) for c in subsets) or _is_variable_position(
+                subsets, self._max_values, shared
+            ):
                 pattern.variable[pattern.open_positions[i]] = True
             else:
                 kept.append(i)
@@ -407,7 +486,7 @@ class TemplateMiner:
 
     def add(self, line: str) -> int:
         """The group id of ``line`` (the root id at this moment)."""
-        return self.add_masked(mask_tokens(line))
+        return self.add_masked(_merge_adjacent_values(mask_tokens(line)))
 
     def add_masked(self, tokens: tuple[str, ...], times: int = 1) -> int:
         """``add`` for a line already split by ``mask_tokens`` (seen ``times`` times)."""
@@ -515,7 +594,9 @@ def cluster_lines(lines: Sequence[str]) -> tuple[list[int], TemplateMiner]:
     miner = TemplateMiner()
     # Each distinct line is masked once, and each distinct masked line is grouped once.
     unique = list(dict.fromkeys(lines))
-    mask_of = dict(zip(unique, mask_lines(unique), strict=True))
+    masked_unique = mask_lines(unique)
+    merged = {tokens: _merge_adjacent_values(tokens) for tokens in set(masked_unique)}
+    mask_of = dict(zip(unique, map(merged.__getitem__, masked_unique), strict=True))
     masked = list(map(mask_of.__getitem__, lines))
     distinct = Counter(masked)
     miner.prime_distinct(distinct)

@@ -156,6 +156,50 @@ def test_a_value_may_span_tokens() -> None:
     assert grouping_accuracy(ids, ["close"] * 4 + ["open"] * 4) == 1.0
 
 
+def test_day_and_month_names_next_to_numbers_are_part_of_the_timestamp() -> None:
+    """'at Fri Jun 17 07:07:00 2005' is one value; a day or month name without a number is a word."""
+    assert mask_tokens("connection at Fri Jun 17 07:07:00 2005 from 10.0.0.1") == (
+        "connection", "at", "<*>", "<*>", "<*>", "from", "<*>",
+    )  # fmt: skip
+    assert mask_tokens("backup 17 Jun 2005 done") == ("backup", "<*>", "<*>", "done")
+    assert mask_tokens("Report for May is ready") == ("Report", "for", "May", "is", "ready")
+    days = ["Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun"]
+    lines = [f"connection from 10.0.0.{i} (h{i}.example.net) at {days[i % 7]} Jul {i} 10:00:00 2005" for i in range(20)]
+    lines += [f"connection from 10.0.1.{i} () at {days[i % 3]} Jun {i + 1} 11:00:00 2005" for i in range(10)]
+    lines += [f"session closed for user {u}" for u in ("alice", "bob", "carol", "dave", "erin", "frank")]
+    ids, miner = cluster_lines(lines)
+    assert grouping_accuracy(ids, ["connection"] * 30 + ["closed"] * 6) == 1.0
+    assert "connection from <*> at <*>" in dict(miner.templates())
+
+
+def test_a_host_and_port_is_one_value_but_a_source_line_keeps_its_file() -> None:
+    assert mask_tokens("trello.com:443 close") == ("<*>", "close")
+    assert mask_tokens("csdnimg.cn:80 error") == ("<*>", "error")
+    assert mask_tokens("at Client.java:42 in main.py:7") == ("at", "Client.java:<*>", "in", "main.py:<*>")
+
+
+def test_a_word_where_most_lines_print_a_value_is_a_value() -> None:
+    """'awqiizxequsixgr:80' once among twenty IP:port values is a host the masking did not recognise."""
+    lines = [f"10.0.{i}.1:80 error : Could not connect to proxy" for i in range(19)]
+    lines.append("awqiizxequsixgr:80 error : Could not connect to proxy")
+    lines += [f"10.0.{i}.2:443 open through proxy HTTPS" for i in range(10)]
+    ids, _ = cluster_lines(lines)
+    assert grouping_accuracy(ids, ["error"] * 20 + ["open"] * 10) == 1.0
+
+
+def test_values_in_a_row_line_up_with_a_single_value() -> None:
+    """A value spanning two tokens, first in some lines and second in others of the same length,
+    keeps the statement's words in line: 'sent,' stays a word of the one statement."""
+    tail = [f"received, lifetime 00:0{i % 10}" for i in range(20)]
+    lines = [f"h{i}.example.net:443 close, {i} bytes ({i}.5 KB) sent, {i} bytes {tail[i]}" for i in range(20)]
+    lines += [f"h{i}.example.net:443 close, {i} bytes sent, {i} bytes ({i}.5 KB) {tail[i]}" for i in range(10)]
+    lines += [f"h{i}.example.net:443 close, {i} bytes sent, {i} bytes {tail[i]}" for i in range(20)]
+    lines += [f"h{i}.example.net:443 open through proxy {i}" for i in range(5)]
+    ids, miner = cluster_lines(lines)
+    assert grouping_accuracy(ids, ["close"] * 50 + ["open"] * 5) == 1.0
+    assert dict(miner.templates())["<*> close, <*> sent, <*> received, lifetime <*>"] == 50
+
+
 def test_masking_many_lines_at_once_is_masking_each() -> None:
     """``mask_lines`` (batch) gives what ``mask_tokens`` gives line by line, cache or no cache."""
     lines = [line for line, _ in generate(seed=5, lines=600)]
