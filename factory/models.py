@@ -755,6 +755,9 @@ class TrackedTicket(BaseModel):
     observations: list[str] = Field(
         default_factory=list, description="Keys of the discovery runs already counted (newest last, bounded)."
     )
+    aliases: list[str] = Field(
+        default_factory=list, description="Other keys the problem was found under (newest first, bounded)."
+    )
 
     @property
     def id(self) -> str:
@@ -769,6 +772,13 @@ class DiscoveredProblem(BaseModel):
     first_seen: datetime | None = None
     last_seen: datetime | None = None
     sample: str | None = None
+    aliases: list[str] = Field(
+        default_factory=list,
+        description=(
+            "Other keys of the same problem, steadier than the fingerprint (a log group's line shapes): "
+            "with no ticket under the fingerprint, a ticket sharing one of them is this problem's."
+        ),
+    )
 
 
 class DiscoveryAction(StrEnum):

@@ -10,7 +10,9 @@ in-app frames' module and function, never line numbers, addresses or ids, so the
 bug keeps its fingerprint across deploys. Error lines without a trace are grouped by
 their template (``factory.discovery.templates``). Every group seen often enough, recently
 enough, becomes a ``bug`` ticket whose id and fingerprint derive from the group, so the
-tracker updates the same ticket when the problem comes back.
+tracker updates the same ticket when the problem comes back. A template may shift as other
+lines come and go, so a log group also carries its lines' shapes (``line_shape``) as aliases:
+the tracker files it on a ticket that saw one of them before.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+from collections import Counter
 from collections.abc import Collection, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -38,6 +41,7 @@ __all__ = [
     "Frame",
     "LogEvent",
     "fingerprint_event",
+    "line_shape",
     "mine_problems",
     "parse_traceback",
     "read_events",
@@ -499,6 +503,24 @@ def _priority(count: int, last_seen: datetime | None, config: LogMinerConfig, no
     return Priority.MEDIUM
 
 
+# A log group's ticket is also found under the shapes of its most common lines.
+_SHAPES_PER_GROUP = 20
+_HAS_DIGIT = re.compile(r"\d")
+
+
+def line_shape(message: str) -> str:
+    """A log line with every token holding a digit spelled ``0``. Unlike a template it depends neither
+    on the other lines mined with it nor on the miner's rules, so it keeps a problem's ticket when
+    its template shifts."""
+    return " ".join("0" if _HAS_DIGIT.search(token) else token for token in message.split())
+
+
+def _shape_aliases(repo: str, events: Sequence[LogEvent]) -> list[str]:
+    shapes = Counter(line_shape(event.message) for event in events)
+    common = sorted(shapes.items(), key=lambda item: (-item[1], item[0]))[:_SHAPES_PER_GROUP]
+    return [hashlib.sha256(f"{repo}|shape|{shape}".encode()).hexdigest() for shape, _ in common]
+
+
 def _problem(
     group: _Group, *, repo: str, config: LogMinerConfig, now: datetime, repo_files: Collection[str] | None = None
 ) -> DiscoveredProblem:
@@ -545,4 +567,6 @@ def _problem(
         first_seen=first_seen,
         last_seen=last_seen,
         sample=(latest.message or latest.raw)[:500],
+        # A trace's fingerprint (type and call path) is steady already; a template may shift.
+        aliases=[] if latest.exception_type is not None else _shape_aliases(repo, group.events),
     )

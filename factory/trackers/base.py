@@ -33,7 +33,8 @@ class Tracker(Protocol):
     def create(self, ticket: Ticket) -> TrackedTicket: ...
 
     def record(self, problem: DiscoveredProblem, observation: str) -> DiscoveryRecord:
-        """File a discovered problem: create it, or update (reopen if closed) the ticket with its fingerprint."""
+        """File a discovered problem: create it, or update (reopen if closed) the ticket with its
+        fingerprint or, failing that, the oldest ticket sharing one of its aliases."""
         ...
 
     def update(self, ticket_id: str, change: Callable[[TrackedTicket], TrackedTicket]) -> TrackedTicket: ...

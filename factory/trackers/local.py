@@ -39,6 +39,7 @@ __all__ = ["LocalTracker"]
 
 # Discovery keys remembered per ticket; a retried activity repeats one of the newest.
 _OBSERVATIONS_KEPT = 50
+_ALIASES_KEPT = 100
 
 
 def _now() -> datetime:
@@ -130,6 +131,14 @@ class LocalTracker:
                 return tracked
         return None
 
+    def _find_alias(self, aliases: Iterable[str]) -> TrackedTicket | None:
+        """The oldest ticket found under one of ``aliases`` before."""
+        wanted = set(aliases)
+        if not wanted:
+            return None
+        found = [tracked for tracked in self._all() if not wanted.isdisjoint(tracked.aliases)]
+        return min(found, key=lambda t: (t.created_at, t.id), default=None)
+
     def list(
         self,
         *,
@@ -172,7 +181,13 @@ class LocalTracker:
             raise TicketConflict(f"discovered ticket {ticket.id} has no fingerprint to de-duplicate on")
         with self._locked():
             now = _now()
-            existing = self.find(ticket.fingerprint) or self._read(self._path(ticket.id))
+            existing = (
+                self.find(ticket.fingerprint)
+                or self._read(self._path(ticket.id))
+                # The same problem under another fingerprint (a log group's template shifted as
+                # other lines came and went, or the miner's rules changed): it keeps its ticket.
+                or self._find_alias(problem.aliases)
+            )
             if existing is None:
                 tracked = TrackedTicket(
                     ticket=ticket,
@@ -183,6 +198,7 @@ class LocalTracker:
                     last_seen=problem.last_seen or now,
                     sample=problem.sample,
                     observations=[observation],
+                    aliases=problem.aliases[:_ALIASES_KEPT],
                 )
                 self._write(tracked)
                 return _record(tracked, DiscoveryAction.CREATED)
@@ -209,6 +225,7 @@ class LocalTracker:
                     "reopened": existing.reopened + (1 if reopen else 0),
                     "approval": None if reopen else existing.approval,
                     "observations": [*existing.observations, observation][-_OBSERVATIONS_KEPT:],
+                    "aliases": list(dict.fromkeys([*problem.aliases, *existing.aliases]))[:_ALIASES_KEPT],
                 }
             )
             self._write(updated)

@@ -42,6 +42,7 @@ def _problem(
         first_seen=fields.get("first_seen", T0),  # type: ignore[arg-type]
         last_seen=fields.get("last_seen", T0),  # type: ignore[arg-type]
         sample=sample,
+        aliases=list(fields.get("aliases", [])),  # type: ignore[call-overload]
     )
 
 
@@ -65,6 +66,25 @@ def test_the_same_problem_found_again_updates_the_ticket_instead_of_creating_a_s
     assert tracked.last_seen is not None and tracked.last_seen >= later
     assert tracked.sample == "new trace"
     assert tracked.ticket.title == "newer title"
+
+
+def test_a_problem_under_a_new_fingerprint_sharing_an_alias_updates_the_oldest_such_ticket(tmp_path: Path) -> None:
+    """No ticket has the fingerprint, but tickets share an alias: the oldest of them is the problem's;
+    its aliases grow with the new ones. Without a shared alias a new fingerprint is a new ticket."""
+    tracker = LocalTracker(tmp_path)
+    tracker.record(_problem("fp-1", aliases=["a", "b"]), "run-1:fp-1")
+    tracker.record(_problem("fp-2", aliases=["b", "c"]), "run-1:fp-2")  # shares "b": the same problem
+    assert [t.id for t in tracker.list()] == ["LOG-fp-1"]
+    tracker.record(_problem("fp-3", aliases=["x"]), "run-1:fp-3")
+    moved = tracker.record(_problem("fp-4", occurrences=7, aliases=["c", "x"]), "run-2:fp-4")
+    assert moved.action == DiscoveryAction.UPDATED and moved.ticket_id == "LOG-fp-1"
+    first = tracker.get("LOG-fp-1")
+    assert first is not None and first.occurrences == 7 and first.ticket.fingerprint == "fp-4"
+    assert first.aliases == ["c", "x", "b", "a"]
+    # The ticket is found under its newest fingerprint, and under an alias seen at any time.
+    assert tracker.record(_problem("fp-4", aliases=[]), "run-3:fp-4").ticket_id == "LOG-fp-1"
+    assert tracker.record(_problem("fp-5", aliases=["a"]), "run-3:fp-5").ticket_id == "LOG-fp-1"
+    assert [t.id for t in tracker.list()] == ["LOG-fp-1", "LOG-fp-3"]
 
 
 def test_recording_the_same_sighting_twice_counts_it_once(tmp_path: Path) -> None:

@@ -13,7 +13,14 @@ from typer.testing import CliRunner
 
 import starter
 from factory.config import LogMinerConfig
-from factory.discovery.logs import LogEvent, fingerprint_event, mine_problems, parse_traceback, read_events
+from factory.discovery.logs import (
+    LogEvent,
+    fingerprint_event,
+    line_shape,
+    mine_problems,
+    parse_traceback,
+    read_events,
+)
 from factory.discovery.templates import (
     TemplateMiner,
     cluster_lines,
@@ -417,6 +424,38 @@ def test_max_tickets_per_run_keeps_the_most_urgent() -> None:
     config = LogMinerConfig(max_tickets_per_run=1, high_occurrences=20)
     problems = mine_problems(events, repo="calculator", config=config, now=NOW)
     assert [p.occurrences for p in problems] == [30]
+
+
+def test_a_problem_whose_template_shifts_keeps_its_ticket(tmp_path: Path) -> None:
+    """Three 'refused: declined' lines one day; the next, the same lines among others with other
+    reasons make the reason a variable: a new template, the same problem, the same ticket."""
+    config = LogMinerConfig(min_occurrences=3)
+
+    def refused(reasons: list[str]) -> list[LogEvent]:
+        return [
+            LogEvent(timestamp=NOW, level="error", message=f"ERROR payments: order {100 + i} refused: {reason}")
+            for i, reason in enumerate(reasons)
+        ]
+
+    first = mine_problems(refused(["declined"] * 3), repo="shop", config=config, now=NOW)
+    others = ["expired", "stolen", "blocked", "lost", "closed", "frozen", "limited"]
+    second = mine_problems(refused(["declined"] * 3 + others), repo="shop", config=config, now=NOW)
+    assert first[0].ticket.title == "Recurring error: ERROR payments: order <*> refused: declined"
+    assert second[0].ticket.title == "Recurring error: ERROR payments: order <*> refused: <*>"
+    assert first[0].ticket.fingerprint != second[0].ticket.fingerprint
+    tracker = LocalTracker(tmp_path / "tickets")
+    assert tracker.record(first[0], "run-1").action == DiscoveryAction.CREATED
+    again = tracker.record(second[0], "run-2")
+    assert again.action == DiscoveryAction.UPDATED and again.ticket_id == first[0].ticket.id
+    (only,) = tracker.list()
+    assert only.occurrences == 10 and only.ticket.title == second[0].ticket.title
+    # The same statement in another repo is another problem: aliases carry the repo.
+    elsewhere = mine_problems(refused(["declined"] * 3), repo="billing", config=config, now=NOW)
+    assert tracker.record(elsewhere[0], "run-3").action == DiscoveryAction.CREATED
+
+
+def test_line_shape_spells_every_token_with_a_digit_as_zero() -> None:
+    assert line_shape("ERROR  order 42 (id=a1b2) refused:  declined") == "ERROR order 0 0 refused: declined"
 
 
 def test_same_problem_found_again_updates_its_ticket(tmp_path: Path) -> None:
