@@ -443,6 +443,7 @@ def _group(events: Sequence[LogEvent], config: LogMinerConfig) -> dict[str, _Gro
     miner = TemplateMiner()
     miner.prime(e.message for e in plain)
     plain_ids = [miner.add(e.message) for e in plain]
+    miner.settle()
     for event in events:
         if event.exception_type is None:
             continue

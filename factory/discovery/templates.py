@@ -24,12 +24,14 @@ Three steps, each general rather than tuned to one system's logs:
    mode each position is judged on all lines, fewest-valued first, within the lines agreeing
    on the constants already found; online, a position with at most three words so far
    splits. Groups whose templates only differ by how many values stand in a row are one
-   group (a variable may span tokens: ``1190 bytes (1.16 KB)`` and ``0 bytes``).
+   group (a variable may span tokens: ``1190 bytes (1.16 KB)`` and ``0 bytes``), and in
+   batch mode a small group whose template is a special case of a much larger group's joins
+   it (``TemplateMiner.settle``).
 
 ``TemplateMiner.add`` works online (the statistics grow as lines arrive and groups may
-merge later: ``group_of`` follows them). ``prime`` with the whole input first, as
-``cluster_lines`` does, gives the batch answer, which is better: the frequencies are
-known before the first decision.
+merge later: ``group_of`` follows them). ``prime`` with the whole input first, then ``add``
+each line and ``settle``, as ``cluster_lines`` does, gives the batch answer, which is
+better: the frequencies are known before the first decision.
 """
 
 from __future__ import annotations
@@ -38,6 +40,8 @@ import re
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from itertools import chain, compress, repeat
+from operator import itemgetter
+from typing import Any
 
 __all__ = [
     "WILDCARD",
@@ -53,6 +57,9 @@ WILDCARD = "<*>"
 
 # A position holding at most this many distinct words within one pattern splits the pattern.
 _MAX_CONSTANT_VALUES = 3
+
+# Batch mode: a group whose template is a special case of a group this many times its size joins it.
+_SPECIAL_CASE_RATIO = 5
 
 # A position with more distinct words than this is a variable even when each of them recurs.
 _MAX_RECURRING_CONSTANTS = 10
@@ -519,6 +526,43 @@ class TemplateMiner:
         self._counts[root] += times
         return root
 
+    def settle(self) -> None:
+        """Batch mode, once every line is added: a small group whose template is a special case of a
+        group at least five times its size (the same words, a value wherever they differ) joins it.
+
+        Words are counted by length and position only, so a value that happens to be a word another
+        statement prints at that place (a user named ``user``) is counted with that statement's word
+        and can be taken for a constant, leaving a few lines in a group of their own.
+        """
+        counts, templates = self._counts, self._templates
+        by_length: dict[int, list[int]] = {}
+        for group in range(len(self._parent)):
+            if self._parent[group] == group and counts[group]:
+                by_length.setdefault(len(templates[group]), []).append(group)
+        for groups in by_length.values():
+            largest = max(counts[group] for group in groups)
+            if len(groups) < 2 or largest < _SPECIAL_CASE_RATIO:
+                continue
+            # The templates large enough to be general, by where their words stand, then by the words.
+            general: dict[tuple[int, ...], tuple[itemgetter[Any], dict[object, list[int]]]] = {}
+            for group in groups:
+                template = templates[group]
+                if counts[group] < _SPECIAL_CASE_RATIO or WILDCARD not in template:
+                    continue
+                places = tuple(i for i, token in enumerate(template) if token != WILDCARD)
+                if places:
+                    words_at, by_words = general.setdefault(places, (itemgetter(*places), {}))
+                    by_words.setdefault(words_at(template), []).append(group)
+            for group in groups:
+                if counts[group] * _SPECIAL_CASE_RATIO > largest:
+                    continue
+                template = templates[group]
+                for words_at, by_words in general.values():
+                    for other in by_words.get(words_at(template), ()):
+                        small, large = self._find(group), self._find(other)
+                        if small != large and counts[small] * _SPECIAL_CASE_RATIO <= counts[large]:
+                            self._union(small, large)
+
     def group_of(self, group: int) -> int:
         """The current id of a group an earlier ``add`` returned."""
         return self._find(group)
@@ -601,6 +645,7 @@ def cluster_lines(lines: Sequence[str]) -> tuple[list[int], TemplateMiner]:
     distinct = Counter(masked)
     miner.prime_distinct(distinct)
     added = [(tokens, miner.add_masked(tokens, times)) for tokens, times in distinct.items()]
+    miner.settle()
     numbering: dict[int, int] = {}
     number_of = {tokens: numbering.setdefault(miner.group_of(group), len(numbering) + 1) for tokens, group in added}
     return list(map(number_of.__getitem__, masked)), miner

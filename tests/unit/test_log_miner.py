@@ -207,6 +207,21 @@ def test_values_in_a_row_line_up_with_a_single_value() -> None:
     assert dict(miner.templates())["<*> close, <*> sent, <*> received, lifetime <*>"] == 50
 
 
+def test_a_value_spelled_like_another_statements_word_stays_in_its_group() -> None:
+    """A user named 'user', where another statement of the same length prints the word 'user':
+    its lines join the statement's group instead of making one of their own."""
+    names = [f"{first}{last}" for first in ("ann", "bob", "cy", "dee", "eve") for last in ("", "x", "99", "adm")]
+    names += ["user"] * 4
+    lines = [f"Invalid user {name} from 10.0.0.{i}" for i, name in enumerate(names)]
+    lines += [f"input_userauth_request: invalid user {name} [preauth]" for name in names]
+    ids, miner = cluster_lines(lines)
+    assert grouping_accuracy(ids, ["invalid"] * len(names) + ["request"] * len(names)) == 1.0
+    assert set(dict(miner.templates())) == {
+        "Invalid user <*> from <*>",
+        "input_userauth_request: invalid user <*> [preauth]",
+    }
+
+
 def test_masking_many_lines_at_once_is_masking_each() -> None:
     """``mask_lines`` (batch) gives what ``mask_tokens`` gives line by line, cache or no cache."""
     lines = [line for line, _ in generate(seed=5, lines=600)]
