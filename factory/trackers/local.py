@@ -131,13 +131,22 @@ class LocalTracker:
                 return tracked
         return None
 
-    def _find_alias(self, aliases: Iterable[str]) -> TrackedTicket | None:
-        """The oldest ticket found under one of ``aliases`` before."""
-        wanted = set(aliases)
-        if not wanted:
-            return None
-        found = [tracked for tracked in self._all() if not wanted.isdisjoint(tracked.aliases)]
-        return min(found, key=lambda t: (t.created_at, t.id), default=None)
+    def _ticket_of(self, problem: DiscoveredProblem) -> TrackedTicket | None:
+        """The ticket a discovered problem belongs to, read in one pass over the tickets: the one with
+        its fingerprint, else the one with its id, else the oldest found under one of its aliases (the
+        same problem under another fingerprint: a log group's template shifted as other lines came
+        and went, or the miner's rules changed)."""
+        ticket, wanted = problem.ticket, set(problem.aliases)
+        by_id: TrackedTicket | None = None
+        by_alias: list[TrackedTicket] = []
+        for tracked in self._all():
+            if tracked.ticket.fingerprint == ticket.fingerprint:
+                return tracked
+            if tracked.id == ticket.id:
+                by_id = tracked
+            elif not wanted.isdisjoint(tracked.aliases):
+                by_alias.append(tracked)
+        return by_id or min(by_alias, key=lambda t: (t.created_at, t.id), default=None)
 
     def list(
         self,
@@ -181,13 +190,7 @@ class LocalTracker:
             raise TicketConflict(f"discovered ticket {ticket.id} has no fingerprint to de-duplicate on")
         with self._locked():
             now = _now()
-            existing = (
-                self.find(ticket.fingerprint)
-                or self._read(self._path(ticket.id))
-                # The same problem under another fingerprint (a log group's template shifted as
-                # other lines came and went, or the miner's rules changed): it keeps its ticket.
-                or self._find_alias(problem.aliases)
-            )
+            existing = self._ticket_of(problem)
             if existing is None:
                 tracked = TrackedTicket(
                     ticket=ticket,
