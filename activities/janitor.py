@@ -123,9 +123,9 @@ class JanitorActivities:
         def survey() -> JanitorSurvey:
             files, present = self._manifests(request.sandbox)
             kind = janitor.project_kind(files)
-            stale_locks = sorted(present.intersection(janitor.PYTHON_LOCKS)) if kind == "pypi" else []
             if kind is None:
                 return JanitorSurvey(problem="no package.json, requirements.txt or pyproject.toml at the top level")
+            stale_locks = sorted(present.intersection(janitor.PYTHON_LOCKS)) if kind == "pypi" else []
             rejected: list[str] = []
             pins = janitor.python_pins(files, rejected) if kind == "pypi" else {}
             script = janitor.survey_script(

@@ -401,11 +401,7 @@ class TemplateMiner:
                     counts.setdefault(tuple(row[k] for k in kept), Counter())[row[i]] += times
                 else:
                     values += times
-            subsets = list(counts.values())
-            # Where most lines print a value, the few words there are values the masking missed.
-            if values * 2 >= sum(sum(c.values()) for c in subsets) or _is_variable_position(
-                subsets, self._max_values, shared
-            ):
+            if _is_variable_position(list(counts.values()), values, self._max_values, shared):
                 pattern.variable[pattern.open_positions[i]] = True
             else:
                 kept.append(i)
@@ -580,14 +576,21 @@ class TemplateMiner:
         return sorted(found, key=lambda item: (-item[1], item[0]))
 
 
-def _is_variable_position(subsets: Sequence[Counter[str]], max_constant_values: int, shared: set[str]) -> bool:
+def _is_variable_position(
+    subsets: Sequence[Counter[str]], values: int, max_constant_values: int, shared: set[str]
+) -> bool:
     """Whether the words seen at one open position of a pattern are a variable's values.
 
     A statement's words recur: every line it prints carries one of them. A variable's values
     are mostly rare, many of them seen once. So a position is a variable when the lines
     holding a word seen only once are a large share of its lines, or when it holds many
-    distinct words; a few recurring words are the constants of as many statements.
+    distinct words; a few recurring words are the constants of as many statements. Where
+    most lines print a value (``values`` of them: masked), the few words there are values
+    the masking missed.
     """
+    lines = sum(sum(counts.values()) for counts in subsets)
+    if values * 2 >= lines:
+        return True
     distinct = max((len(counts) for counts in subsets), default=0)
     if distinct <= 1:
         return False
@@ -595,7 +598,6 @@ def _is_variable_position(subsets: Sequence[Counter[str]], max_constant_values: 
         return True
     if all(_ENUM_WORD.match(word) for counts in subsets for word in counts):
         return False  # NEW, RUNNING, FAILED: the states and levels a statement spells out
-    lines = sum(sum(counts.values()) for counts in subsets)
     # Words other statements print too are a variable's values (user and host names).
     roaming = sum(count for counts in subsets for word, count in counts.items() if word.strip(_EDGE + ":") in shared)
     if roaming * 2 >= lines:
