@@ -6,6 +6,7 @@ binaries are missing the fixture fails loudly rather than skipping.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import shutil
 import sys
@@ -102,13 +103,30 @@ async def time_skipping_env() -> AsyncIterator[WorkflowEnvironment]:
     await env.shutdown()
 
 
-@pytest_asyncio.fixture(scope="session")
-async def dev_server() -> AsyncIterator[WorkflowEnvironment]:
-    env = await WorkflowEnvironment.start_local(
+async def start_dev_server() -> WorkflowEnvironment:
+    return await WorkflowEnvironment.start_local(
         data_converter=pydantic_data_converter,
         dev_server_existing_path=str(BIN / "temporal"),
         search_attributes=list(ALL_KEYS),
     )
+
+
+@pytest_asyncio.fixture(scope="session")
+async def dev_server() -> AsyncIterator[WorkflowEnvironment]:
+    env = await start_dev_server()
+    yield env
+    await env.shutdown()
+
+
+@pytest_asyncio.fixture
+async def own_dev_server() -> AsyncIterator[WorkflowEnvironment]:
+    """A dev server for one test alone: no other test's workflows wait on its task queues.
+
+    For cancellation tests: the time-skipping test server wedges a workflow that cancels an
+    activity in the very task where that activity completes ("ACTIVITY_UNKNOWN for
+    scheduledEventId", temporalio/sdk-java#2391); the real server accepts it.
+    """
+    env = await start_dev_server()
     yield env
     await env.shutdown()
 
@@ -137,15 +155,20 @@ def copy_playbook(name: str, ticket_id: str, directory: Path) -> Path:
     return target
 
 
-async def settled(handle: WorkflowHandle[Any, Any]) -> Any:
-    """The workflow's result (or its failure), however long it takes to come.
+async def settled(handle: WorkflowHandle[Any, Any], timeout_s: float = 300) -> Any:
+    """The workflow's result (or its failure), waiting at most ``timeout_s``.
 
     The time-skipping test server ends a long poll for a result after about 20 s without an
-    answer ("No completion event found"): ask again.
+    answer ("No completion event found"): ask again. A workflow that never ends fails the test
+    here, inside it, so its workers are shut down and the shared test server stays usable.
     """
-    while True:
-        try:
-            return await handle.result()
-        except RuntimeError as exc:
-            if "No completion event" not in str(exc):
-                raise
+    try:
+        async with asyncio.timeout(timeout_s):
+            while True:
+                try:
+                    return await handle.result()
+                except RuntimeError as exc:
+                    if "No completion event" not in str(exc):
+                        raise
+    except TimeoutError:
+        raise AssertionError(f"workflow {handle.id} did not end within {timeout_s:.0f} s") from None
