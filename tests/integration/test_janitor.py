@@ -39,7 +39,7 @@ from factory.forge.gitops import remote_branch_sha
 from factory.janitor import janitor_head
 from factory.models import JanitorRequest, JanitorResult
 from factory.sandbox import DockerSandboxes
-from tests.conftest import FIXTURES, make_settings, managed_containers
+from tests.conftest import FIXTURES, make_settings, managed_containers, settled
 from worker import build_workers
 from workflows.janitor import JanitorWorkflow
 
@@ -225,7 +225,7 @@ async def run_janitor(client: Client, repos: list[str]) -> JanitorResult:
     handle = await client.start_workflow(
         JanitorWorkflow.run, JanitorRequest(repos=repos), id="janitor-all", task_queue="execution"
     )
-    result: JanitorResult = await handle.result()
+    result: JanitorResult = await settled(handle)
     return result
 
 

@@ -22,7 +22,7 @@ from factory.models import HumanComment, TicketResult, TicketState, TicketStatus
 from factory.runs import resolve_ticket_run
 from factory.sandbox import DockerSandboxes
 from starter import submit_ticket, ticket_status
-from tests.conftest import copy_playbook, make_settings, managed_containers
+from tests.conftest import copy_playbook, make_settings, managed_containers, settled
 from tests.workflows.test_ticket_workflow import example_ticket, run_ticket, running_workers
 from workflows.ticket import TicketWorkflow
 
@@ -172,7 +172,7 @@ async def test_a_human_comment_on_a_ready_pull_request_starts_a_fix_round(
                 break
             await asyncio.sleep(0.2)
         await handle.signal(TicketWorkflow.pull_request_closed)
-        result = await handle.result()
+        result = await settled(handle)
 
     assert result.state == TicketState.READY_FOR_MERGE and result.review_rounds == 2
     pr = LocalForge(settings.forge_root).list_pull_requests("calculator")[0]
@@ -200,7 +200,7 @@ async def test_a_review_that_fails_fails_the_ticket_and_destroys_the_sandbox(
     client = time_skipping_env.client
     async with running_workers(client, settings):
         outcome = await submit_ticket(client, run, search_attributes=False)
-        result = await client.get_workflow_handle(outcome.workflow_id, result_type=TicketResult).result()
+        result = await settled(client.get_workflow_handle(outcome.workflow_id, result_type=TicketResult))
 
     assert result.state == TicketState.FAILED
     assert "PlaybookError" in result.reason

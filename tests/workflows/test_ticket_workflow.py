@@ -9,6 +9,7 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 
 import docker
+import pytest
 from temporalio.client import Client, WorkflowExecutionStatus, WorkflowFailureError
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
@@ -20,7 +21,14 @@ from factory.models import Ticket, TicketResult, TicketState, TicketStatus, pars
 from factory.runs import resolve_ticket_run
 from factory.sandbox import DockerSandboxes
 from starter import submit_ticket
-from tests.conftest import EXAMPLE_TICKET, copy_playbook, make_settings, managed_containers, model_calls
+from tests.conftest import (
+    EXAMPLE_TICKET,
+    copy_playbook,
+    make_settings,
+    managed_containers,
+    model_calls,
+    settled,
+)
 from worker import build_workers
 from workflows.ticket import TicketWorkflow
 
@@ -45,7 +53,7 @@ async def run_ticket(client: Client, settings: Settings, ticket: Ticket) -> Tick
     run = resolve_ticket_run(ticket, settings)
     outcome = await submit_ticket(client, run, search_attributes=False)
     assert outcome.started
-    result: TicketResult = await client.get_workflow_handle(outcome.workflow_id, result_type=TicketResult).result()
+    result: TicketResult = await settled(client.get_workflow_handle(outcome.workflow_id, result_type=TicketResult))
     return result
 
 
@@ -178,11 +186,8 @@ async def test_cancel_mid_loop_destroys_the_sandbox(
         await asyncio.sleep(1)
         assert len(managed_containers(docker_client, outcome.workflow_id)) == 1
         await handle.cancel()
-        try:
-            await handle.result()
-            raise AssertionError("a cancelled ticket must not complete")
-        except WorkflowFailureError:
-            pass
+        with pytest.raises(WorkflowFailureError):  # a cancelled ticket must not complete
+            await settled(handle)
         status = await handle.query(TicketWorkflow.status, result_type=TicketStatus)
     assert (await handle.describe()).status == WorkflowExecutionStatus.CANCELED
     assert status is not None and status.state == TicketState.CANCELLED
