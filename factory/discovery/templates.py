@@ -255,7 +255,22 @@ def _is_value(token: str) -> bool:
     return token in _EMPTY_VALUES
 
 
-_ADJACENT_VALUES = re.compile(r"<\*>\S*\s\S*<\*>|<\*>\S*\s(?:\(\)|\[\]|\{\}|<>|\"\"|'')(?:\s|$)")
+_ANY_EMPTY_VALUE = "|".join(map(re.escape, sorted(_EMPTY_VALUES)))
+_ADJACENT_VALUES = re.compile(
+    rf"{re.escape(WILDCARD)}\S*\s\S*{re.escape(WILDCARD)}|{re.escape(WILDCARD)}\S*\s(?:{_ANY_EMPTY_VALUE})(?:\s|$)"
+)
+
+
+def _first_of_each_run(tokens: Iterable[str]) -> list[str]:
+    """The tokens, with each run of values in a row (``_is_value``) kept as its first value."""
+    out: list[str] = []
+    previous_is_value = False
+    for token in tokens:
+        is_value = _is_value(token)
+        if not (is_value and previous_is_value):
+            out.append(token)
+        previous_is_value = is_value
+    return out
 
 
 def _merge_adjacent_values(tokens: tuple[str, ...]) -> tuple[str, ...]:
@@ -264,28 +279,14 @@ def _merge_adjacent_values(tokens: tuple[str, ...]) -> tuple[str, ...]:
     may span tokens, and lines of one statement then line up position by position."""
     if not _ADJACENT_VALUES.search(" ".join(tokens)):
         return tokens
-    out: list[str] = []
-    previous_is_value = False
-    for token in tokens:
-        is_value = _is_value(token)
-        if not (is_value and previous_is_value):
-            out.append(token)
-        previous_is_value = is_value
-    return tuple(out)
+    return tuple(_first_of_each_run(tokens))
 
 
 def _collapse(tokens: Iterable[str]) -> tuple[str, ...]:
     """A template's shape: a value in brackets or punctuation (``(<*>)``, ``<*>,``) is a value, as
     are empty brackets (``()``: a value printed empty), and values in a row are one
     (``1190 bytes (1.16 KB)`` and ``0 bytes`` are both one value)."""
-    out: list[str] = []
-    for token in tokens:
-        if _is_value(token):
-            token = WILDCARD
-        if token == WILDCARD and out and out[-1] == WILDCARD:
-            continue
-        out.append(token)
-    return tuple(out)
+    return tuple(WILDCARD if _is_value(token) else token for token in _first_of_each_run(tokens))
 
 
 class _Pattern:
